@@ -1,0 +1,31 @@
+# The book's two commands:  make book [SMOKE=1]  and  make test.  Both set up .venv themselves.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SMOKE  ?= 0
+
+.PHONY: book test lab clean
+
+# (Re)create the virtual environment when it is missing or the pins have changed.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
+	@touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) tools/run_book.py $(if $(filter 1,$(SMOKE)),--smoke,)
+
+# Unit tests, the smoke run of every notebook, and nbval over the committed notebooks.
+# Smoke runs write their results and models under build/, never over results/.
+test: $(STAMP)
+	BOOK_SMOKE=1 BOOK_RESULTS_DIR=$(CURDIR)/build/test-results BOOK_MODELS_DIR=$(CURDIR)/build/test-models \
+	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf build

@@ -1,0 +1,37 @@
+"""Helpers shared by the chapters of the CNN book.
+
+Each chapter introduces a piece of code and shows its source; this package is
+where the later chapters import it from. Import it before TensorFlow: it
+imports TensorFlow quietly, so that start-up messages stay out of notebooks.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _import_tensorflow_quietly():
+    """TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL; hide stderr while it loads."""
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no real stderr (some embedded interpreters): import as usual
+        import tensorflow  # noqa: F401
+        return
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow_quietly()
+
+__version__ = "0.1.0"
+
+from book_utils.env import check_params, setup, show_source  # noqa: E402
+
+__all__ = ["check_params", "setup", "show_source", "__version__"]

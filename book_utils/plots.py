@@ -1,0 +1,141 @@
+"""The book's figures: image grids, training curves, confusion matrices, filters and feature maps.
+
+Every function draws one titled figure with labelled axes and returns it.
+"""
+from __future__ import annotations
+
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+RUN_STAMP = ""  # set by book_utils.setup(): mode, hardware and date of the run that drew the figure
+
+
+def finish(fig, title: str | None = None):
+    """Title the figure, stamp it with the run it came from, and lay it out."""
+    if title:
+        fig.suptitle(title)
+    if RUN_STAMP:
+        fig.text(0.995, 0.002, RUN_STAMP, ha="right", va="bottom", fontsize=6, color="gray")
+    if fig.get_layout_engine() is None:
+        with warnings.catch_warnings():  # colour bars spanning several axes are laid out well enough
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout(rect=(0, 0.03 if RUN_STAMP else 0, 1, 1))
+    return fig
+
+
+def image_grid(images, labels, class_names, *, predicted=None, ncols: int = 10, title: str = "Samples",
+               scale: float = 1.2):
+    """A grid of images captioned with their labels (and, if given, the predicted labels in red when wrong)."""
+    images = np.asarray(images)
+    n = len(images)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * 1.25 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        image = images[i]
+        ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None)
+        caption = class_names[labels[i]]
+        color = "black"
+        if predicted is not None:
+            caption = f"{class_names[labels[i]]}\n→ {class_names[predicted[i]]}"
+            color = "black" if predicted[i] == labels[i] else "crimson"
+        ax.set_title(caption, fontsize=8, color=color)
+    return finish(fig, title if predicted is None else f"{title} (true → predicted)")
+
+
+def training_curves(history: dict, *, title: str = "Training curves"):
+    """Loss and accuracy per epoch, training and validation side by side."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.plot(epochs, history[metric], "o-", label=f"training {metric}")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], "s--", label=f"validation {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric.capitalize())
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return finish(fig, title)
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Counts: row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return matrix
+
+
+def plot_confusion_matrix(matrix, class_names, *, title: str = "Confusion matrix"):
+    """The confusion matrix as a heat map with the count in every cell."""
+    matrix = np.asarray(matrix)
+    size = 0.55 * len(class_names) + 2
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(matrix, cmap="Blues")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    threshold = matrix.max() / 2
+    for i in ticks:
+        for j in ticks:
+            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="test images")
+    return finish(fig)
+
+
+def per_class_bars(values: dict, class_names, *, title: str, ylabel: str = "test accuracy"):
+    """Grouped bars: one group per class, one bar per series. values = {series name: per-class values}."""
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    width = 0.8 / len(values)
+    positions = np.arange(len(class_names))
+    for k, (name, series) in enumerate(values.items()):
+        ax.bar(positions + k * width - 0.4 + width / 2, series, width, label=name)
+    ax.set_xticks(positions, class_names, rotation=30, ha="right")
+    ax.set_xlabel("class")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return finish(fig)
+
+
+def filters(kernels, *, title: str = "Learned filters", ncols: int = 8):
+    """Show conv kernels of shape (kh, kw, in, out): the first input channel of each filter, or RGB if in == 3."""
+    kernels = np.asarray(kernels)
+    n = kernels.shape[-1]
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.3 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        k = kernels[..., i]
+        if k.shape[-1] == 3:
+            k = (k - k.min()) / (k.max() - k.min() + 1e-9)
+            ax.imshow(k)
+        else:
+            ax.imshow(k[..., 0], cmap="RdBu_r", vmin=-abs(k).max(), vmax=abs(k).max())
+        ax.set_title(f"filter {i}", fontsize=7)
+    return finish(fig, title)
+
+
+def feature_maps(maps, *, title: str = "Feature maps", ncols: int = 8, limit: int = 32):
+    """Show the channels of one activation tensor of shape (h, w, channels)."""
+    maps = np.asarray(maps)
+    n = min(maps.shape[-1], limit)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.3 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(maps[..., i], cmap="viridis")
+            ax.set_title(f"channel {i}", fontsize=7)
+    return finish(fig, title)

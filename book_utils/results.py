@@ -1,0 +1,88 @@
+"""One JSON record per chapter run (results/NN_name.json), and the table made from them."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from book_utils import env
+
+REQUIRED = ("chapter", "mode", "data", "test_accuracy", "params", "model_bytes", "train_seconds")
+MODES = ("smoke", "full")
+
+
+def model_bytes(model) -> int:
+    """Size in bytes of the model as it would ship: a .keras file without the optimizer's state."""
+    import keras
+
+    clone = type(model).from_config(model.get_config())  # same architecture, no optimizer
+    clone.set_weights(model.get_weights())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        clone.save(path)
+        return path.stat().st_size
+
+
+def record(chapter: str, *, mode: str, data: str, test_accuracy: float, params: int,
+           model_bytes: int, train_seconds: float, directory=None, **figures) -> Path:
+    """Write results/<chapter>.json with the run's figures, the hardware and the date; return its path."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if not 0.0 <= float(test_accuracy) <= 1.0:
+        raise ValueError(f"test_accuracy is a fraction between 0 and 1, not {test_accuracy!r}")
+    import keras
+    import tensorflow as tf
+
+    entry = {
+        "chapter": chapter, "mode": mode, "data": data,
+        "test_accuracy": round(float(test_accuracy), 4), "params": int(params),
+        "model_bytes": int(model_bytes), "train_seconds": round(float(train_seconds), 1),
+        **_plain(figures),
+        "hardware": env.hardware(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    directory = Path(directory) if directory else env.results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{chapter}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(entry, indent=2) + "\n")
+    os.replace(tmp, path)  # atomic: readers never see half a file
+    return path
+
+
+def _plain(value):
+    """Turn NumPy scalars and arrays into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def load_all(directory=None) -> list[dict]:
+    """Every chapter record in a results folder, sorted by chapter."""
+    directory = Path(directory) if directory else env.results_dir()
+    records = []
+    for path in sorted(directory.glob("[0-9][0-9]_*.json")):
+        entry = json.loads(path.read_text())
+        missing = [k for k in REQUIRED if k not in entry]
+        if missing:
+            raise ValueError(f"{path} lacks {', '.join(missing)}; run its chapter again to rewrite it.")
+        records.append(entry)
+    return records
+
+
+def table(records: list[dict]) -> str:
+    """A Markdown table of the records: chapter, mode, data, accuracy, size, time, hardware, date."""
+    lines = ["| chapter | mode | data | test accuracy | parameters | model size | training time | hardware | date |",
+             "|---|---|---|---:|---:|---:|---:|---|---|"]
+    for r in records:
+        lines.append(f"| {r['chapter']} | {r['mode']} | {r['data']} | {100 * r['test_accuracy']:.2f}% "
+                     f"| {r['params']:,} | {r['model_bytes'] / 1e6:.2f} MB | {r['train_seconds']:.0f} s "
+                     f"| {r.get('hardware', '?')} | {r.get('date', '?')} |")
+    return "\n".join(lines)

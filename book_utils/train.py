@@ -1,0 +1,62 @@
+"""The one training function every chapter uses: model.fit with timing and the usual callbacks."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall-clock seconds of every epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+@dataclass
+class TrainingRun:
+    history: dict  # metric name -> list of per-epoch values
+    epoch_seconds: list = field(default_factory=list)
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(self.epoch_seconds))
+
+    @property
+    def epochs(self) -> int:
+        return len(self.epoch_seconds)
+
+
+def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validation_data=None,
+        validation_split: float = 0.0, checkpoint: str | Path | None = None,
+        early_stopping: int | None = None, backup_dir: str | Path | None = None,
+        callbacks=(), verbose: int = 2) -> TrainingRun:
+    """Train a compiled model and time it.
+
+    checkpoint: keep the best model (by validation accuracy) at this .keras path.
+    early_stopping: stop after this many epochs without improvement, restoring the best weights.
+    backup_dir: resume an interrupted run from its last finished epoch.
+    """
+    monitor = "val_accuracy" if (validation_data is not None or validation_split) else "accuracy"
+    timer = EpochTimer()
+    cbs = [timer, *callbacks]
+    if checkpoint:
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, save_best_only=True))
+    if early_stopping:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping,
+                                                 restore_best_weights=True))
+    if backup_dir:
+        cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
+    history = model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
+                        validation_data=validation_data, validation_split=validation_split,
+                        callbacks=cbs, verbose=verbose)
+    return TrainingRun(history=dict(history.history), epoch_seconds=timer.seconds)

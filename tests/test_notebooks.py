@@ -1,0 +1,103 @@
+"""The notebooks: each one runs in smoke mode and learns, and the committed ones are clean.
+
+(`make test` also runs `pytest --nbval-lax notebooks/`, which re-executes the committed
+notebooks and compares the cells marked NBVAL_CHECK_OUTPUT with their stored outputs.)
+"""
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from book_utils import exercises, results
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHANCE = {"01_mnist_mlp": 0.1, "02_mnist_cnn": 0.1, "03_cifar10_cnn": 0.1}
+# "Learned something": the smoke runs' accuracy must be at least this many times chance.
+WELL_ABOVE = {"01_mnist_mlp": 5, "02_mnist_cnn": 5, "03_cifar10_cnn": 2}
+MACHINE_PATH = re.compile(r"/(work|root|tmp|home|Users)/[\w.-]+")
+MAX_BYTES = 5_000_000
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def errors(nb):
+    return [o for c in code_cells(nb) for o in c.get("outputs", []) if o["output_type"] == "error"]
+
+
+def test_there_are_chapters():
+    assert [p.stem for p in NOTEBOOKS][:3] == ["01_mnist_mlp", "02_mnist_cnn", "03_cifar10_cnn"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_smoke_run_learns_and_records_its_results(notebook, tmp_path):
+    import papermill
+
+    out = tmp_path / notebook.name
+    papermill.execute_notebook(str(notebook), str(out), parameters={"SMOKE": True}, cwd=str(notebook.parent),
+                               kernel_name="python3", progress_bar=False)
+    nb = load(out)
+    assert not errors(nb)
+    record = json.loads((Path(os.environ["BOOK_RESULTS_DIR"]) / f"{notebook.stem}.json").read_text())
+    assert record["mode"] == "smoke" and record["chapter"] == notebook.stem
+    assert record["data"] and record["params"] > 0 and record["model_bytes"] > 4 * record["params"]
+    assert record["test_accuracy"] >= WELL_ABOVE[notebook.stem] * CHANCE[notebook.stem], record
+    text = "".join("".join(o.get("text", "")) for c in code_cells(nb) for o in c.get("outputs", []))
+    assert f"data: {record['data']}" in text  # the notebook says which data it used
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_clean_and_complete(notebook):
+    from papermill.translators import PythonTranslator
+
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", notebook.name)
+    assert notebook.stat().st_size < MAX_BYTES, "keep notebooks light: smaller figures, fewer outputs"
+    nb = load(notebook)
+    cells = nb["cells"]
+    first = "".join(cells[0]["source"])
+    number = int(notebook.name[:2])
+    assert first.startswith(f"# Chapter {number}:"), "the first cell is the chapter's title"
+    assert f"colab.research.google.com/github/" in first and f"/notebooks/{notebook.name})" in first
+    assert "You will learn" in first
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for section in ("## Exercises", "## Summary", "## Sources"):
+        assert section in markdown, f"missing section {section}"
+    assert len(exercises.questions(number)) >= 3
+
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    params = PythonTranslator.inspect(tagged[0])
+    assert {p.name for p in params} >= {"SMOKE", "EPOCHS", "SEED"}
+    assert len(params) == len([ln for ln in "".join(tagged[0]["source"]).splitlines() if ln.strip()]), \
+        "papermill must be able to parse every line of the parameters cell"
+
+    assert not errors(nb)
+    for i, cell in enumerate(code_cells(nb)):
+        assert cell.get("execution_count") is not None, f"code cell {i} was never executed"
+        found = MACHINE_PATH.search(json.dumps(cell.get("outputs", [])))
+        assert not found, f"code cell {i} shows a machine path: {found.group(0)}"
+    assert not MACHINE_PATH.search(json.dumps(nb["metadata"]))
+    figures = sum("image/png" in o.get("data", {}) for c in code_cells(nb) for o in c.get("outputs", []))
+    assert figures >= 3
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_outputs_come_from_a_recorded_full_run(notebook):
+    record = json.loads((ROOT / "results" / f"{notebook.stem}.json").read_text())
+    assert record["mode"] == "full"
+    text = "".join("".join(o.get("text", "")) for c in code_cells(load(notebook)) for o in c.get("outputs", []))
+    assert "full run," in text and f"data: {record['data']}" in text
+    assert f"{100 * record['test_accuracy']:.2f}" in text or f"{record['test_accuracy']:.2%}" in text
+
+
+def test_readme_results_table_is_generated_from_the_records():
+    table = results.table(results.load_all(ROOT / "results"))
+    assert table in (ROOT / "README.md").read_text(), "run: python tools/run_book.py --readme"

@@ -1,0 +1,53 @@
+"""Results records: what they hold, how they are checked, and the table made from them."""
+import json
+
+import pytest
+
+from book_utils import models, results
+
+
+def test_record_writes_every_required_field_with_hardware_and_date(tmp_path):
+    path = results.record("01_mnist_mlp", mode="smoke", data="MNIST test", test_accuracy=0.9123456,
+                          params=10, model_bytes=2000, train_seconds=1.234, directory=tmp_path, epochs=3)
+    entry = json.loads(path.read_text())
+    for key in results.REQUIRED + ("hardware", "date", "versions", "epochs"):
+        assert key in entry
+    assert entry["test_accuracy"] == 0.9123 and entry["epochs"] == 3
+    assert "cores" in entry["hardware"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_record_refuses_an_unknown_mode_or_a_percentage(tmp_path):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        results.record("x", mode="quick", data="d", test_accuracy=0.5, params=1, model_bytes=1,
+                       train_seconds=1, directory=tmp_path)
+    with pytest.raises(ValueError, match="fraction between 0 and 1"):
+        results.record("x", mode="full", data="d", test_accuracy=93.0, params=1, model_bytes=1,
+                       train_seconds=1, directory=tmp_path)
+
+
+def test_table_lists_the_records_in_chapter_order(tmp_path):
+    for chapter, acc in (("02_b", 0.5), ("01_a", 0.25)):
+        results.record(chapter, mode="full", data="some data", test_accuracy=acc, params=1234,
+                       model_bytes=5_000_000, train_seconds=60, directory=tmp_path)
+    records = results.load_all(tmp_path)
+    assert [r["chapter"] for r in records] == ["01_a", "02_b"]
+    text = results.table(records)
+    assert "| 01_a | full | some data | 25.00% | 1,234 | 5.00 MB | 60 s |" in text
+
+
+def test_load_all_rejects_a_record_missing_fields(tmp_path):
+    (tmp_path / "01_a.json").write_text(json.dumps({"chapter": "01_a"}))
+    with pytest.raises(ValueError, match="lacks mode"):
+        results.load_all(tmp_path)
+
+
+def test_model_bytes_counts_the_weights_but_not_the_optimizer():
+    import numpy as np
+
+    model = models.build_small_cnn()
+    untrained = results.model_bytes(model)
+    assert model.count_params() * 4 < untrained < model.count_params() * 4 * 1.2
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(np.zeros((4, 28, 28, 1)), np.zeros(4), verbose=0)
+    assert results.model_bytes(model) == pytest.approx(untrained, rel=0.01)
