@@ -312,27 +312,6 @@ def _decode_image_tar(tar: Path, class_names: list[str]) -> dict[str, np.ndarray
     return arrays
 
 
-def image_folder(name: str = "cifar10", *, data_dir=None) -> Path:
-    """Unpack an image-folder archive (train/<class>/*.jpg, test/<class>/*.jpg) once and return its root."""
-    directory = Path(data_dir) if data_dir else env.data_dir()
-    archives = {"cifar10": ("cifar10-jpeg-q75.tar.gz", "cifar10")}
-    if name not in archives:
-        raise DataError(f"Unknown image-folder data set {name!r}. Choose one of: {', '.join(archives)}, "
-                        "or pass the path of your own folder to image_folder_dataset().")
-    tar = _find(directory, *archives[name])
-    if tar is None:
-        raise _not_found(name, [str(directory / archives[name][1])], None)
-    verify(tar)
-    target = env.keras_cache_dir() / f"{name}-images-{file_digest(tar, 'sha256')[:12]}"
-    if not (target / ".complete").exists():
-        tmp = target.with_name(target.name + ".partial")
-        with tarfile.open(tar, "r:gz") as t:
-            t.extractall(tmp, filter="data")
-        os.replace(tmp, target)
-        (target / ".complete").touch()
-    return target
-
-
 def image_folder_dataset(directory: str | os.PathLike, *, image_size=(32, 32), batch_size: int = 64,
                          shuffle: bool = True, seed: int = 42):
     """A batched, cached, prefetched tf.data pipeline over a folder of <class>/<image> files."""

@@ -12,10 +12,14 @@ import numpy as np
 RUN_STAMP = ""  # set by book_utils.setup(): mode, hardware and date of the run that drew the figure
 
 
-def finish(fig, title: str | None = None):
-    """Title the figure, stamp it with the run it came from, and lay it out."""
+def finish(fig, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None):
+    """Title the figure, label grids of small images, stamp it with the run it came from, lay it out."""
     if title:
         fig.suptitle(title)
+    if xlabel:
+        fig.supxlabel(xlabel, fontsize=9)
+    if ylabel:
+        fig.supylabel(ylabel, fontsize=9)
     if RUN_STAMP:
         fig.text(0.995, 0.002, RUN_STAMP, ha="right", va="bottom", fontsize=6, color="gray")
     if fig.get_layout_engine() is None:
@@ -31,7 +35,8 @@ def image_grid(images, labels, class_names, *, predicted=None, ncols: int = 10, 
     images = np.asarray(images)
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * 1.25 * nrows), squeeze=False)
+    row_height = scale * (1.25 if predicted is None else 1.6)  # room for one or two caption lines
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, row_height * nrows + 0.6), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -44,7 +49,9 @@ def image_grid(images, labels, class_names, *, predicted=None, ncols: int = 10, 
             caption = f"{class_names[labels[i]]}\n→ {class_names[predicted[i]]}"
             color = "black" if predicted[i] == labels[i] else "crimson"
         ax.set_title(caption, fontsize=8, color=color)
-    return finish(fig, title if predicted is None else f"{title} (true → predicted)")
+    if predicted is None:
+        return finish(fig, title, xlabel="each image captioned with its label")
+    return finish(fig, f"{title} (true → predicted)", xlabel="each image captioned with its true label → the prediction")
 
 
 def training_curves(history: dict, *, title: str = "Training curves"):
@@ -124,7 +131,8 @@ def filters(kernels, *, title: str = "Learned filters", ncols: int = 8):
         else:
             ax.imshow(k[..., 0], cmap="RdBu_r", vmin=-abs(k).max(), vmax=abs(k).max())
         ax.set_title(f"filter {i}", fontsize=7)
-    return finish(fig, title)
+    colours = "colour: the RGB weights, rescaled" if kernels.shape[-2] == 3 else "red: positive weight, blue: negative"
+    return finish(fig, title, xlabel=f"kernel column ({colours})", ylabel="kernel row")
 
 
 def feature_maps(maps, *, title: str = "Feature maps", ncols: int = 8, limit: int = 32):
@@ -138,4 +146,4 @@ def feature_maps(maps, *, title: str = "Feature maps", ncols: int = 8, limit: in
         if i < n:
             ax.imshow(maps[..., i], cmap="viridis")
             ax.set_title(f"channel {i}", fontsize=7)
-    return finish(fig, title)
+    return finish(fig, title, xlabel="column of the feature map", ylabel="row")
