@@ -1,0 +1,372 @@
+"""What the Coral Edge TPU compiler would do with a .tflite model, read from the file alone.
+
+The Edge TPU compiler (edgetpu_compiler, last release 16.0) runs only on Linux x86-64 and is
+not needed here: report() reads the model's flatbuffer, without running it, and checks each
+operator of the main subgraph, in execution order, for what the compiler requires:
+
+- full integer quantization: 8-bit tensors only (int32 is allowed for biases and shapes);
+- static shapes: no dimension only known at run time (-1 in a tensor's shape_signature);
+- an operator on Coral's list of supported operations;
+- an operator version the compiler is known to accept (newer converters emit newer versions).
+
+The compiler maps operators to the Edge TPU until the first one it cannot map; that one and
+everything after it run on the CPU, even operators the Edge TPU could run. An operator version
+the compiler does not know at all ("Didn't find op for builtin opcode ... version ...") makes
+it refuse the whole model. This is a model of the compiler, not the compiler: compile the file
+on a Linux machine for the final word (it may also leave a supported op on the CPU for size or
+precision reasons, listed in its log).
+
+    >>> r = report("model_int8.tflite")
+    >>> print(r)            # one row per operator, then the verdict
+    >>> r.cpu_ops           # [] when everything would run on the Edge TPU
+
+Sources:
+- Supported operations: Coral, "TensorFlow models on the Edge TPU", Supported operations,
+  https://coral.ai/docs/edgetpu/models-intro/#supported-operations (the table, runtime 14, that
+  compiler 16.0 targets). Read from the copy of that table on Axis's ARTPEC-7 page (its
+  accelerator is the Edge TPU), https://developer.axis.com/computer-vision/on-device/system-on-chip/artpec-7/supported-ops/,
+  an older copy of the Coral table, and google-coral/edgetpu CHANGES.md (runtime 13 added
+  ExpandDims, Pack, Quantize, Sum and TransposeConv).
+- Operator versions: see OP_VERSIONS below; each figure says where it comes from.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+COMPILER = "16.0"
+SUPPORTED_OPS_URL = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
+
+# Coral's supported operations, as TFLite builtin operator names (Coral writes Conv2d for
+# CONV_2D, and so on). The table's limits (for example "no fused activation" for the pooling
+# ops, "1-D input, at most 16,000 elements" for Softmax) are not checked here.
+SUPPORTED_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
+    "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC",
+    "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM",  # LSTM: "unidirectional LSTM only"
+    "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE",
+    "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE",
+    "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE_CONV",
+    # Transpose: compiler 16.0 logs it as "otherwise supported, but not mapped due to some
+    # unspecified limitation" (google-coral/edgetpu#433), so it knows the op; compiler 14
+    # called it "Operation not supported" (#242).
+    "TRANSPOSE",
+    "edgetpu-custom-op",  # the op an already compiled model runs on the Edge TPU
+})
+# Not listed, so reported as running on the CPU: RSQRT and SQUARED_DIFFERENCE (not in the
+# copies of Coral's table read for this module: check the live page), and LEAKY_RELU and
+# HARD_SWISH, which Coral does not support (google-coral/edgetpu#272, #165).
+
+# name: (highest version known to be accepted, lowest version compiler 16.0 is known to
+# refuse or None, where the figures come from).
+# Unless a row says otherwise, the first figure is the highest version of the op that
+# TensorFlow 1.15 could write: the version whose minimum TFLite runtime is at most 1.15.0 in
+# TensorFlow's tensorflow/lite/tools/versioning/runtime_version.cc. Coral recommended TF 1.15
+# for full-integer conversion for its compilers (maintainer, google-coral/edgetpu#45), and
+# supports full-integer post-training quantized models since compiler 2.0 (CHANGES.md).
+# Higher versions are not known to be refused either: they are flagged, conservatively.
+_TF115 = "TF 1.15 (runtime_version.cc)"
+OP_VERSIONS: dict[str, tuple[int, int | None, str]] = {
+    "ADD": (2, None, _TF115),
+    "AVERAGE_POOL_2D": (2, None, _TF115),
+    "CONCATENATION": (2, None, _TF115),
+    "CONV_2D": (3, 6, _TF115 + "; version 6 refused by compiler 16.0 (google-coral/edgetpu#631, "
+                "TF 2.9.1); version 5 was refused by compiler 2.1 (#210), unknown for 16.0"),
+    "DEPTHWISE_CONV_2D": (3, None, _TF115),
+    "EXPAND_DIMS": (1, None, _TF115),
+    "FULLY_CONNECTED": (4, None, _TF115),
+    "L2_NORMALIZATION": (2, None, _TF115),
+    "LOGISTIC": (2, None, _TF115),
+    "LSTM": (3, None, _TF115),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": (2, None, _TF115),
+    "MAXIMUM": (2, None, _TF115),
+    "MAX_POOL_2D": (2, None, _TF115),
+    "MEAN": (2, None, _TF115),
+    "MINIMUM": (2, None, _TF115),
+    "MUL": (3, None, _TF115),
+    "PACK": (2, None, _TF115),
+    "PAD": (2, None, _TF115),
+    "PRELU": (1, None, _TF115),
+    "QUANTIZE": (2, 3, _TF115 + "; version 3 refused by compiler 16.0 (google-coral/edgetpu#879)"),
+    "REDUCE_MAX": (2, None, _TF115),
+    "REDUCE_MIN": (2, None, _TF115),
+    "RELU": (1, None, _TF115 + "; version 2 was refused by compiler 2.0 (#34), unknown for 16.0"),
+    "RELU6": (2, None, _TF115),
+    "RELU_N1_TO_1": (1, None, _TF115),
+    "RESHAPE": (1, None, _TF115),
+    "RESIZE_BILINEAR": (2, None, _TF115 + "; version 3 was refused by compiler 2.0 (#45)"),
+    "RESIZE_NEAREST_NEIGHBOR": (2, None, _TF115),
+    "SLICE": (3, None, _TF115),
+    "SOFTMAX": (2, None, _TF115),
+    "SPACE_TO_DEPTH": (2, None, _TF115),
+    "SPLIT": (3, None, _TF115),
+    "SQUEEZE": (1, None, _TF115),
+    "STRIDED_SLICE": (2, None, _TF115),
+    "SUB": (2, None, _TF115),
+    "SUM": (2, None, _TF115),
+    "TANH": (2, None, _TF115),
+    "TRANSPOSE": (3, None, _TF115),
+    "TRANSPOSE_CONV": (3, 4, "compiler 16.0 mapped it in a TF 2.10 int8 model (google-coral/edgetpu"
+                       "#686; TF 2.10 writes at most version 3); version 4 refused by 16.0 (#845)"),
+    # Not supported, but an unknown version still makes the compiler refuse the whole model.
+    "EXP": (1, 2, _TF115 + "; version 2 refused by compiler 16.0 (google-coral/libedgetpu#71, TF 2.16)"),
+}
+# Ops on Coral's list with no row here: only version 1 is assumed to be accepted.
+
+_FULL_INT8_FIX = (
+    "the Edge TPU runs only fully integer-quantized models (int8/uint8 tensors). Convert with a "
+    "representative dataset and converter.optimizations = [tf.lite.Optimize.DEFAULT], "
+    "converter.representative_dataset = ..., converter.target_spec.supported_ops = "
+    "[tf.lite.OpsSet.TFLITE_BUILTINS_INT8], converter.inference_input_type = tf.int8 and "
+    "converter.inference_output_type = tf.int8")
+_STATIC_FIX = ("the Edge TPU needs every shape fixed at compile time. Fix the batch size to 1 "
+               "(keras.Input(shape, batch_size=1)) and make all other shapes static, then convert again")
+_VERSION_FIX = ("convert with an older TensorFlow, or avoid the feature that needs the newer version "
+                "(for example 16-bit activations or grouped convolutions), then check again")
+_OK_DTYPES = {"int8", "uint8", "int32"}  # int32: biases and shape operands
+
+
+class EdgeTPUError(ValueError):
+    """A file could not be read as a TensorFlow Lite model; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor: dtype, shape, and shape_signature (-1 marks a dimension known only at run time)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...]
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape_signature)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(map(str, self.shape_signature))}]"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an op cannot run on the Edge TPU. kind: "dtype", "dynamic", "op" or "version"."""
+
+    kind: str
+    short: str  # for the table
+    message: str  # what is wrong and what to do
+    refuses_model: bool = False  # the compiler would refuse the whole model, not just this op
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class OpInfo:
+    """One operator in execution order, and the reasons it cannot run on the Edge TPU (none if it can)."""
+
+    index: int
+    name: str
+    version: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def edgetpu(self) -> bool:
+        """Whether the Edge TPU can run this op; after the split it runs on the CPU all the same."""
+        return not self.reasons
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(r.message for r in self.reasons)
+
+
+@dataclass
+class EdgeTPUReport:
+    """Every operator of a model's main subgraph, and where the Edge TPU compiler would split it."""
+
+    path: str
+    ops: list[OpInfo]
+
+    @property
+    def refused_by(self) -> OpInfo | None:
+        """The first op whose version would make the compiler refuse the whole model, if any."""
+        return next((op for op in self.ops if any(r.refuses_model for r in op.reasons)), None)
+
+    @property
+    def first_unsupported(self) -> OpInfo | None:
+        return next((op for op in self.ops if not op.edgetpu), None)
+
+    @property
+    def tpu_ops(self) -> list[OpInfo]:
+        """The ops mapped to the Edge TPU: all of them before the first unsupported op."""
+        if self.refused_by:
+            return []
+        first = self.first_unsupported
+        return self.ops if first is None else self.ops[:first.index]
+
+    @property
+    def cpu_ops(self) -> list[OpInfo]:
+        return self.ops[len(self.tpu_ops):]
+
+    def verdict(self) -> str:
+        """One line: where the ops would run and, if not all on the Edge TPU, why."""
+        n, cpu = len(self.ops), self.cpu_ops
+        if not n:
+            return "the model has no operators"
+        if not cpu:
+            return f"all {n} ops would run on the Edge TPU"
+        refused = self.refused_by
+        if refused:
+            why = next(r for r in refused.reasons if r.refuses_model)
+            return (f"the Edge TPU compiler {COMPILER} would refuse this model, so all {n} ops would run "
+                    f"on the CPU: op {refused.index} {refused.name} {why}")
+        first = self.first_unsupported
+        if self.tpu_ops:
+            where = (f"{_span(first.index, n - 1)} ({len(cpu)} of {n}) would run on the CPU, "
+                     f"{_span(0, first.index - 1)} on the Edge TPU")
+        else:
+            where = f"all {n} ops would run on the CPU"
+        return f"{where}: op {first.index} {first.name} {first.reason}"
+
+    def table(self) -> str:
+        """One row per op: index, name, version, tensors, where it would run, and why not on the Edge TPU."""
+        rows = [("#", "op", "v", "inputs", "outputs", "runs on", "Edge TPU can run it")]
+        tpu = {op.index for op in self.tpu_ops}
+        for op in self.ops:
+            status = "yes" if op.edgetpu else "no: " + ", ".join(r.short for r in op.reasons)
+            rows.append((str(op.index), op.name, str(op.version), " ".join(map(str, op.inputs)),
+                         " ".join(map(str, op.outputs)), "Edge TPU" if op.index in tpu else "CPU", status))
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[6] for r in rows]
+        return "\n".join([f"{self.path}: {len(self.ops)} ops (Edge TPU compiler {COMPILER} rules)"] + lines)
+
+    def __str__(self) -> str:
+        return self.table() + "\n" + self.verdict()
+
+
+def report(model: str | os.PathLike | bytes) -> EdgeTPUReport:
+    """Read a .tflite file (or its bytes) and check every operator against the Edge TPU's rules."""
+    if isinstance(model, (bytes, bytearray)):
+        name, data = "<tflite bytes>", bytes(model)
+    else:
+        path = Path(model)
+        name = str(path)
+        if path.is_dir():
+            raise EdgeTPUError(f"{path} is a folder, not a .tflite file. If it is a SavedModel, convert it "
+                               "with tf.lite.TFLiteConverter.from_saved_model(path) and check the result.")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist. Pass the path of a .tflite file written "
+                                    "from converter.convert().")
+        data = path.read_bytes()
+    _check_header(name, data)
+    try:
+        ops = _read_ops(data)
+    except EdgeTPUError:
+        raise
+    except Exception as e:  # flatbuffers reports a damaged file as struct, index or numpy errors
+        raise EdgeTPUError(f"{name} starts like a TensorFlow Lite model but cannot be read "
+                           f"({type(e).__name__}: {e}): it is truncated or corrupt. Write it again "
+                           "from converter.convert(), in binary mode ('wb').") from None
+    for op in ops:
+        op.reasons = _reasons(op)
+    return EdgeTPUReport(name, ops)
+
+
+def _check_header(name: str, data: bytes) -> None:
+    if not data:
+        raise EdgeTPUError(f"{name} is empty. Write the converted model again: "
+                           "Path(path).write_bytes(converter.convert()).")
+    if data[:4] == b"PK\x03\x04" or data[:8] == b"\x89HDF\r\n\x1a\n":
+        raise EdgeTPUError(f"{name} is a Keras model ({'.keras zip' if data[:2] == b'PK' else 'HDF5 .h5'}), "
+                           "not a TensorFlow Lite one. Convert it first: tf.lite.TFLiteConverter."
+                           "from_keras_model(keras.models.load_model(path)), full-integer quantized, "
+                           "and check the .tflite file it writes.")
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise EdgeTPUError(f"{name} is not a TensorFlow Lite model: a .tflite file has the identifier "
+                           f"'TFL3' in bytes 4-8, this one has {data[4:8]!r} ({len(data)} bytes). "
+                           "Pass the file written from converter.convert().")
+
+
+def _read_ops(data: bytes) -> list[OpInfo]:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    dtypes = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.BuffersLength()):  # weights cut off by a truncated copy raise here
+        buffer = model.Buffers(i)
+        if buffer.Offset() and buffer.Offset() + buffer.Size() > len(data):
+            raise EdgeTPUError("a weight buffer ends after the end of the file")
+        buffer.DataAsNumpy()
+    if model.SubgraphsLength() < 1:
+        raise EdgeTPUError("the model has no subgraph")
+    graph = model.Subgraphs(0)
+
+    def tensor(i: int) -> TensorInfo:
+        t = graph.Tensors(i)
+        shape = tuple(int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else ()))
+        signature = tuple(int(d) for d in t.ShapeSignatureAsNumpy()) if t.ShapeSignatureLength() else shape
+        return TensorInfo((t.Name() or b"").decode(errors="replace"), dtypes.get(t.Type(), f"type{t.Type()}"),
+                      shape, signature)
+
+    ops = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        number = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = builtin.get(number, f"BUILTIN_{number}")
+        if name == "CUSTOM":
+            name = (code.CustomCode() or b"CUSTOM").decode(errors="replace")
+        ins = [tensor(int(t)) for t in (op.InputsAsNumpy() if op.InputsLength() else ()) if t >= 0]
+        outs = [tensor(int(t)) for t in (op.OutputsAsNumpy() if op.OutputsLength() else ()) if t >= 0]
+        ops.append(OpInfo(i, name, code.Version(), ins, outs))
+    return ops
+
+
+def _span(a: int, b: int) -> str:
+    return f"op {a}" if a == b else f"ops {a}-{b}"
+
+
+def _where(op: OpInfo, bad) -> str:
+    found = [f"{kind} {i} {t}" for kind, ts in (("input", op.inputs), ("output", op.outputs))
+             for i, t in enumerate(ts) if bad(t)]
+    return ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+
+
+def _reasons(op: OpInfo) -> list[Reason]:
+    reasons = []
+    tensors = op.inputs + op.outputs
+    wrong = sorted({t.dtype for t in tensors} - _OK_DTYPES)
+    if wrong:
+        where = _where(op, lambda t: t.dtype not in _OK_DTYPES)
+        reasons.append(Reason("dtype", f"{'/'.join(wrong)} tensors",
+                              f"uses {' and '.join(wrong)} tensors ({where}): {_FULL_INT8_FIX}"))
+    if any(t.dynamic for t in tensors):
+        where = _where(op, lambda t: t.dynamic)
+        reasons.append(Reason("dynamic", "dynamic shape",
+                              f"has a dynamic shape ({where}; -1 marks a dimension known only at run "
+                              f"time): {_STATIC_FIX}"))
+    supported = op.name in SUPPORTED_OPS
+    if not supported:
+        reasons.append(Reason("op", "not on Coral's list",
+                              f"is not on Coral's list of operations the Edge TPU supports "
+                              f"({SUPPORTED_OPS_URL}): replace the layer with supported ones, or move "
+                              "it to the end of the model so that only the ops from there on run on the CPU"))
+    highest, refused, source = OP_VERSIONS.get(op.name, (1, None, "no source: version 1 assumed"))
+    if refused is not None and op.version >= refused:
+        reasons.append(Reason(
+            "version", f"version {op.version} refused",
+            f"is version {op.version}, which the Edge TPU compiler {COMPILER} does not know: it stops with "
+            f"\"Didn't find op for builtin opcode '{op.name}' version '{op.version}'\" and compiles nothing "
+            f"(highest version known to work: {highest}; source: {source}). To fix it, {_VERSION_FIX}",
+            refuses_model=True))
+    elif supported and op.version > highest and op.name != "edgetpu-custom-op":
+        reasons.append(Reason(
+            "version", f"version {op.version} > {highest}",
+            f"is version {op.version}, and the highest version the Edge TPU compiler {COMPILER} is known "
+            f"to accept is {highest} (source: {source}): it may leave the op on the CPU or refuse the "
+            f"model. Compile it to find out, or {_VERSION_FIX}"))
+    return reasons

@@ -1,0 +1,248 @@
+"""Edge TPU report on real converted models: int8, float, dynamic batch, an unsupported op, op versions, bad files."""
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from book_utils import edgetpu
+
+SIZE = 16
+
+
+def representative_images():
+    """A few real-looking grey images: smooth ramps and stripes, in the range the model sees."""
+    ramp = np.linspace(0.0, 1.0, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
+    stripes = (np.sin(np.linspace(0, 6 * np.pi, SIZE, dtype=np.float32))[None, :] + 1) / 2
+    for image in (ramp, ramp.T, 1 - ramp, np.broadcast_to(stripes, (SIZE, SIZE)), ramp * stripes):
+        yield [np.ascontiguousarray(image, dtype=np.float32).reshape(1, SIZE, SIZE, 1)]
+
+
+def tiny_cnn(batch_size=1, leaky=False):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 1), batch_size=batch_size)
+    x = keras.layers.Conv2D(4, 3, activation=None if leaky else "relu")(inputs)
+    if leaky:
+        x = keras.layers.LeakyReLU(0.1)(x)  # not on Coral's list; the int8 converter keeps it as a builtin
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def convert(model, int8=True) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:  # full integer quantization, int8 input and output: what the Edge TPU needs
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_images
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():  # "Statistics for quantized inputs were expected": int8 input is meant
+        warnings.simplefilter("ignore", UserWarning)
+        return converter.convert()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """The four converted models, written to .tflite files."""
+    folder = tmp_path_factory.mktemp("edgetpu")
+    built = {"int8": convert(tiny_cnn()), "float": convert(tiny_cnn(), int8=False),
+             "dynamic": convert(tiny_cnn(batch_size=None)), "leaky": convert(tiny_cnn(leaky=True))}
+    paths = {}
+    for name, data in built.items():
+        paths[name] = folder / f"{name}.tflite"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def with_version(data: bytes, op_name: str, version: int) -> bytes:
+    """A copy of a model with one operator code's version rewritten in place.
+
+    TensorFlow 2.21's converter writes versions the Edge TPU compiler accepts for this model, so
+    the too-new versions the compiler refuses are produced by editing the field in the bytes.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buf = bytearray(data)
+    model = schema.Model.GetRootAs(buf, 0)
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == getattr(schema.BuiltinOperator, op_name):
+            slot = code._tab.Offset(8)  # the `version` field, as OperatorCode.Version() reads it
+            assert slot, f"{op_name} has the default version 1, which is not stored: cannot rewrite it"
+            struct.pack_into("<i", buf, code._tab.Pos + slot, version)
+            return bytes(buf)
+    raise AssertionError(f"the model has no {op_name}")
+
+
+def test_full_int8_static_model_runs_entirely_on_the_edgetpu(models):
+    r = edgetpu.report(models["int8"])
+    assert [op.name for op in r.ops] == ["CONV_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"]
+    assert [op.index for op in r.ops] == list(range(5))
+    assert all(op.edgetpu and not op.reasons for op in r.ops)
+    assert r.first_unsupported is None and r.refused_by is None
+    assert r.tpu_ops == r.ops and r.cpu_ops == []
+    conv = r.ops[0]
+    assert conv.version == 3
+    assert [t.dtype for t in conv.inputs] == ["int8", "int8", "int32"]  # input, weights, bias
+    assert conv.inputs[0].shape == conv.inputs[0].shape_signature == (1, SIZE, SIZE, 1)
+    assert conv.outputs[0].shape == (1, SIZE - 2, SIZE - 2, 4)
+    assert r.verdict() == "all 5 ops would run on the Edge TPU"
+    text = str(r)
+    assert str(models["int8"]) in text and "int8[1,16,16,1]" in text and "CPU" not in text
+    assert text.splitlines()[-1] == r.verdict()
+    assert edgetpu.report(models["int8"].read_bytes()).verdict() == r.verdict()  # bytes work too
+
+
+def test_float_model_fails_for_float_tensors(models):
+    r = edgetpu.report(models["float"])
+    assert all(not op.edgetpu for op in r.ops)
+    first = r.first_unsupported
+    assert first.index == 0 and first.name == "CONV_2D"
+    assert [reason.kind for reason in first.reasons] == ["dtype"]
+    assert r.tpu_ops == [] and r.cpu_ops == r.ops
+    verdict = r.verdict()
+    assert verdict.startswith("all 5 ops would run on the CPU: op 0 CONV_2D uses float32 tensors")
+    for fix in ("representative dataset", "TFLITE_BUILTINS_INT8", "inference_input_type = tf.int8"):
+        assert fix in verdict
+    assert "no: float32 tensors" in r.table()
+
+
+def test_dynamic_batch_is_flagged(models):
+    r = edgetpu.report(models["dynamic"])
+    conv = r.ops[0]
+    assert conv.inputs[0].shape_signature == (-1, SIZE, SIZE, 1) and conv.inputs[0].dynamic
+    assert conv.inputs[0].shape == (1, SIZE, SIZE, 1)  # the stored shape hides it; the signature shows it
+    assert [reason.kind for reason in conv.reasons] == ["dynamic"]  # int8 and supported: only the shape
+    assert r.first_unsupported is conv and r.tpu_ops == []
+    verdict = r.verdict()
+    assert "op 0 CONV_2D has a dynamic shape (input 0 int8[-1,16,16,1]" in verdict
+    assert "batch size to 1" in verdict and "batch_size=1" in verdict
+
+
+def test_unsupported_op_moves_it_and_everything_after_it_to_the_cpu(models):
+    r = edgetpu.report(models["leaky"])
+    names = [op.name for op in r.ops]
+    assert names == ["CONV_2D", "LEAKY_RELU", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"]
+    leaky = r.ops[1]
+    assert [reason.kind for reason in leaky.reasons] == ["op"]
+    assert leaky.inputs[0].dtype == "int8"  # the converter kept it as an int8 builtin
+    assert r.first_unsupported is leaky
+    assert [op.name for op in r.tpu_ops] == ["CONV_2D"]
+    assert [op.index for op in r.cpu_ops] == [1, 2, 3, 4, 5]
+    assert all(op.edgetpu for op in r.cpu_ops[1:])  # supported, but after the split: CPU all the same
+    verdict = r.verdict()
+    assert verdict.startswith("ops 1-5 (5 of 6) would run on the CPU, op 0 on the Edge TPU: "
+                              "op 1 LEAKY_RELU is not on Coral's list")
+    assert edgetpu.SUPPORTED_OPS_URL in verdict and "replace the layer" in verdict
+
+
+def test_op_version_the_compiler_refuses_makes_it_refuse_the_whole_model(models, tmp_path):
+    path = tmp_path / "conv_v6.tflite"
+    path.write_bytes(with_version(models["int8"].read_bytes(), "CONV_2D", 6))
+    r = edgetpu.report(path)
+    conv = r.ops[0]
+    assert conv.name == "CONV_2D" and conv.version == 6
+    assert [reason.kind for reason in conv.reasons] == ["version"] and conv.reasons[0].refuses_model
+    assert all(op.edgetpu for op in r.ops[1:])
+    assert r.refused_by is conv and r.tpu_ops == [] and r.cpu_ops == r.ops
+    verdict = r.verdict()
+    assert verdict.startswith("the Edge TPU compiler 16.0 would refuse this model, so all 5 ops would run "
+                              "on the CPU: op 0 CONV_2D is version 6")
+    assert "Didn't find op for builtin opcode 'CONV_2D' version '6'" in verdict
+    assert "google-coral/edgetpu#631" in verdict and "older TensorFlow" in verdict
+
+
+def test_op_version_above_the_known_maximum_is_flagged(models):
+    r = edgetpu.report(with_version(models["int8"].read_bytes(), "SOFTMAX", 3))
+    softmax = r.ops[-1]
+    assert softmax.version == 3 and [reason.kind for reason in softmax.reasons] == ["version"]
+    assert not softmax.reasons[0].refuses_model and r.refused_by is None
+    assert r.cpu_ops == [softmax] and len(r.tpu_ops) == 4
+    verdict = r.verdict()
+    assert verdict.startswith("op 4 (1 of 5) would run on the CPU, ops 0-3 on the Edge TPU: op 4 SOFTMAX "
+                              "is version 3, and the highest version the Edge TPU compiler 16.0 is known "
+                              "to accept is 2")
+    assert "Compile it to find out" in verdict
+    assert "version 3 > 2" in r.table()
+
+
+def test_every_version_figure_says_where_it_comes_from():
+    for name, (highest, refused, source) in edgetpu.OP_VERSIONS.items():
+        assert highest >= 1 and (refused is None or refused > highest), name
+        assert source, name
+        if refused is not None:
+            assert "#" in source, f"{name}: a refused version needs the issue that reports it"
+    assert set(edgetpu.SUPPORTED_OPS) - {"edgetpu-custom-op"} <= set(edgetpu.OP_VERSIONS)
+
+
+def _error(path) -> str:
+    with pytest.raises(edgetpu.EdgeTPUError) as info:
+        edgetpu.report(path)
+    assert isinstance(info.value, ValueError)
+    error = info.value  # raised without a chained traceback from inside flatbuffers
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.tflite"
+    path.write_bytes(b"")
+    message = _error(path)
+    assert "is empty" in message and "converter.convert()" in message
+
+
+def test_text_file_and_wrong_identifier(tmp_path, models):
+    text = tmp_path / "notes.tflite"
+    text.write_text("not a model, just some notes\n")
+    message = _error(text)
+    assert "is not a TensorFlow Lite model" in message and "'TFL3'" in message and "b'a mo'" in message
+    data = bytearray(models["int8"].read_bytes())
+    data[4:8] = b"TFL2"
+    renamed = tmp_path / "wrong_id.tflite"
+    renamed.write_bytes(bytes(data))
+    assert "b'TFL2'" in _error(renamed)
+
+
+@pytest.mark.parametrize("keep", [8, 40, 0.5])
+def test_truncated_file(tmp_path, models, keep):
+    data = models["int8"].read_bytes()
+    path = tmp_path / "truncated.tflite"
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    message = _error(path)
+    assert "truncated or corrupt" in message and "converter.convert()" in message
+
+
+def test_keras_file_and_folder(tmp_path):
+    path = tmp_path / "tiny.keras"
+    tiny_cnn().save(path)
+    message = _error(path)
+    assert "is a Keras model (.keras zip)" in message and "TFLiteConverter.from_keras_model" in message
+    message = _error(tmp_path)
+    assert "is a folder" in message and "from_saved_model" in message
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        edgetpu.report(tmp_path / "missing.tflite")
+
+
+def test_damaged_bytes_never_escape_as_other_errors(models):
+    """Any byte the file has may be damaged: the answer is a report or an EdgeTPUError, nothing else."""
+    data = models["int8"].read_bytes()
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        damaged = bytearray(data)
+        spots = rng.integers(8, len(data), size=4)
+        damaged[spots[0]: spots[0] + 4] = rng.integers(0, 256, size=4, dtype=np.uint8).tobytes()
+        for spot in spots[1:]:
+            damaged[spot] = int(rng.integers(0, 256))
+        try:
+            r = edgetpu.report(bytes(damaged))
+        except edgetpu.EdgeTPUError:
+            continue
+        assert isinstance(r.verdict(), str) and isinstance(r.table(), str)
