@@ -105,7 +105,10 @@ def check_params(**params) -> None:
             ok, want = value is None or (_is_int(value) and value >= 10), "None (all) or a whole number >= 10"
         elif name == "SEED":
             ok, want = _is_int(value) and value >= 0, "a whole number >= 0"
-        elif name in ("LEARNING_RATE", "LABEL_SMOOTHING", "WEIGHT_DECAY"):
+        elif name in ("DROPOUT", "LABEL_SMOOTHING"):
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1, \
+                "a fraction between 0 and 1"
+        elif name in ("LEARNING_RATE", "WEIGHT_DECAY"):
             ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 10, \
                 "a number between 0 and 10"
         else:  # EPOCHS, BATCH_SIZE, and other counts

@@ -48,14 +48,14 @@ def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validati
     monitor = "val_accuracy" if (validation_data is not None or validation_split) else "accuracy"
     timer = EpochTimer()
     cbs = [timer, *callbacks]
+    if backup_dir:  # first, so that an epoch is saved before any other callback reports it done
+        cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
     if checkpoint:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
         cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, save_best_only=True))
     if early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping,
                                                  restore_best_weights=True))
-    if backup_dir:
-        cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
     history = model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
                         validation_data=validation_data, validation_split=validation_split,
                         callbacks=cbs, verbose=verbose)

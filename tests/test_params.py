@@ -6,7 +6,7 @@ from book_utils.env import ParameterError
 
 
 def test_good_parameters_pass():
-    check_params(SMOKE=True, EPOCHS=3, BATCH_SIZE=64, TRAIN_SIZE=None, SEED=0, LEARNING_RATE=0.002)
+    check_params(SMOKE=True, EPOCHS=3, BATCH_SIZE=64, TRAIN_SIZE=None, SEED=0, LEARNING_RATE=0.002, DROPOUT=0.1)
     check_params(TRAIN_SIZE=1000)
 
 
@@ -19,6 +19,7 @@ def test_good_parameters_pass():
     ("TRAIN_SIZE", 5, "None \\(all\\) or a whole number >= 10"),
     ("SEED", -1, "a whole number >= 0"),
     ("LEARNING_RATE", "fast", "a number between 0 and 10"),
+    ("DROPOUT", 0.5 * 2, "a fraction between 0 and 1"),
 ])
 def test_bad_parameter_names_the_problem_and_the_fix(name, value, expected):
     with pytest.raises(ParameterError, match=expected) as err:
