@@ -21,8 +21,11 @@ MACHINE_PATH = re.compile(r"/(work|root|tmp|home|Users)/[\w.-]+")
 MAX_BYTES = 5_000_000
 
 
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
+def load(path: Path):
+    """The notebook as nbformat reads it (cell sources as strings)."""
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
 
 
 def code_cells(nb):
