@@ -1,6 +1,5 @@
 """Reliability: a training run killed mid-way resumes where it stopped; the same seed gives the same run."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -77,23 +76,18 @@ def test_training_killed_with_a_signal_resumes_from_its_last_epoch(tmp_path):
     assert result["accuracy"] > 0.8
 
 
-def smoke_run(seed: int, tmp_path: Path, tag: str) -> dict:
+def smoke_run(seed: int, tmp_path: Path, tag: str, monkeypatch) -> dict:
     import papermill
 
-    results_dir = tmp_path / tag
-    env_before = os.environ.get("BOOK_RESULTS_DIR")
-    os.environ["BOOK_RESULTS_DIR"] = str(results_dir)
-    try:
-        papermill.execute_notebook(str(ROOT / "notebooks" / "01_mnist_mlp.ipynb"), str(tmp_path / f"{tag}.ipynb"),
-                                   parameters={"SMOKE": True, "SEED": seed}, cwd=str(ROOT / "notebooks"),
-                                   kernel_name="python3", progress_bar=False)
-    finally:
-        os.environ["BOOK_RESULTS_DIR"] = env_before or ""
-    return json.loads((results_dir / "01_mnist_mlp.json").read_text())
+    monkeypatch.setenv("BOOK_RESULTS_DIR", str(tmp_path / tag))  # the kernel inherits it
+    papermill.execute_notebook(str(ROOT / "notebooks" / "01_mnist_mlp.ipynb"), str(tmp_path / f"{tag}.ipynb"),
+                               parameters={"SMOKE": True, "SEED": seed}, cwd=str(ROOT / "notebooks"),
+                               kernel_name="python3", progress_bar=False)
+    return json.loads((tmp_path / tag / "01_mnist_mlp.json").read_text())
 
 
-def test_same_seed_same_result_and_another_seed_differs(tmp_path):
-    first, second, other = (smoke_run(s, tmp_path, t) for s, t in ((42, "a"), (42, "b"), (7, "c")))
+def test_same_seed_same_result_and_another_seed_differs(tmp_path, monkeypatch):
+    first, second, other = (smoke_run(s, tmp_path, t, monkeypatch) for s, t in ((42, "a"), (42, "b"), (7, "c")))
     keys = ("test_accuracy", "final_val_accuracy", "most_confused")
     assert [first[k] for k in keys] == [second[k] for k in keys]
     assert first["test_accuracy"] != other["test_accuracy"]
