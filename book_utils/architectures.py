@@ -36,6 +36,18 @@ def _input(input_shape):
     return inputs, layers.Rescaling(1 / 255, name="scale_0_1")(inputs)
 
 
+def _strides(stem, stages, small_input):
+    """Strides of the stem and of each stage; small_input=True gives the stem stride 1.
+
+    ImageNet networks shrink their input 32 times (224 -> 7); a 32x32 image would end as a
+    single pixel. With a stride-1 stem it shrinks 16 times (32 -> 2), at 4 times the cost per
+    image of the unchanged network on a 32x32 input. Ports to CIFAR often also keep the resolution
+    in the first strided stage (32 -> 4, 16 times the cost): more accurate, too slow for 2 CPU cores.
+    The parameters are the same either way.
+    """
+    return (1 if small_input else stem), list(stages)
+
+
 def _classifier(x, classes, dropout=0.0):
     """Global average pooling, optional dropout, softmax layer: the head of every network since NiN."""
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -47,14 +59,18 @@ def _classifier(x, classes, dropout=0.0):
 VGG_CONVS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}  # 3x3 convs per block: Table 1, columns D and E
 
 
-def vgg(depth=16, input_shape=(224, 224, 3), classes=1000, dropout=0.5):
-    """VGG-16/19: five VGG blocks of 64-512 filters, then two dense layers of 4096 (arXiv:1409.1556)."""
+def vgg(depth=16, input_shape=(224, 224, 3), classes=1000, width=1.0, dense=4096, batch_norm=False, dropout=0.5):
+    """VGG-16/19: five VGG blocks of 64-512 filters, then two dense layers of 4096 (arXiv:1409.1556).
+
+    width scales the filters; dense is the width of the two hidden dense layers (4096 in the paper,
+    far more than 32x32 images need); batch_norm adds BN after each convolution.
+    """
     inputs, x = _input(input_shape)
     for i, (filters, convs) in enumerate(zip((64, 128, 256, 512, 512), VGG_CONVS[depth]), start=1):
-        x = vgg_block(x, filters, convs, name=f"block{i}")
+        x = vgg_block(x, int(filters * width), convs, batch_norm, name=f"block{i}")
     x = layers.Flatten(name="flatten")(x)
     for i in (1, 2):
-        x = layers.Dense(4096, activation="relu", name=f"fc{i}")(x)
+        x = layers.Dense(dense, activation="relu", name=f"fc{i}")(x)
         x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
     outputs = layers.Dense(classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"vgg{depth}")
@@ -131,11 +147,15 @@ MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 
                 (6, 320, 1, 1)]  # (expansion t, channels c, repeats n, first stride s), paper's Table 2
 
 
-def mobilenet_v2(input_shape=(224, 224, 3), classes=1000, alpha=1.0):
-    """MobileNetV2: a 3x3 stem, 17 inverted residuals, a 1x1 conv to 1280 (arXiv:1801.04381, Table 2)."""
+def mobilenet_v2(input_shape=(224, 224, 3), classes=1000, alpha=1.0, small_input=False):
+    """MobileNetV2: a 3x3 stem, 17 inverted residuals, a 1x1 conv to 1280 (arXiv:1801.04381, Table 2).
+
+    small_input=True: for 32x32 images, a stride-1 stem (see _strides).
+    """
     inputs, x = _input(input_shape)
-    x = conv_bn_act(x, round_channels(32 * alpha), 3, 2, activation="relu6", name="stem")
-    for stage, (expansion, channels, repeats, strides) in enumerate(MOBILENET_V2, start=1):
+    stem_strides, stage_strides = _strides(2, [s for *_, s in MOBILENET_V2], small_input)
+    x = conv_bn_act(x, round_channels(32 * alpha), 3, stem_strides, activation="relu6", name="stem")
+    for stage, (expansion, channels, repeats, _), strides in zip(range(1, 8), MOBILENET_V2, stage_strides):
         for i in range(repeats):
             x = inverted_residual(x, round_channels(channels * alpha), expansion, strides if i == 0 else 1,
                                   name=f"stage{stage}_block{i + 1}")
@@ -186,14 +206,18 @@ EFFICIENTNET_B0 = [(1, 3, 16, 1, 1), (6, 3, 24, 2, 2), (6, 5, 40, 2, 2), (6, 3, 
                    (6, 5, 192, 4, 2), (6, 3, 320, 1, 1)]
 
 
-def efficientnet(width=1.0, depth=1.0, resolution=224, dropout=0.2, input_shape=None, classes=1000):
+def efficientnet(width=1.0, depth=1.0, resolution=224, dropout=0.2, input_shape=None, classes=1000,
+                 small_input=False):
     """EfficientNet: B0's MBConv stages, channels x `width`, repeats x `depth` (arXiv:1905.11946).
 
     B0 = (1.0, 1.0, 224, 0.2), B1 = (1.0, 1.1, 240, 0.2), ..., B7 = (2.0, 3.1, 600, 0.5).
+    small_input=True: for 32x32 images, a stride-1 stem (see _strides).
     """
     inputs, x = _input(input_shape or (resolution, resolution, 3))
-    x = conv_bn_act(x, round_channels(32 * width), 3, 2, activation="swish", name="stem")
-    for stage, (expansion, kernel, channels, repeats, strides) in enumerate(EFFICIENTNET_B0, start=1):
+    stem_strides, stage_strides = _strides(2, [row[-1] for row in EFFICIENTNET_B0], small_input)
+    x = conv_bn_act(x, round_channels(32 * width), 3, stem_strides, activation="swish", name="stem")
+    for stage, (expansion, kernel, channels, repeats, _), strides in zip(range(1, 8), EFFICIENTNET_B0,
+                                                                         stage_strides):
         for i in range(math.ceil(repeats * depth)):
             x = mbconv(x, round_channels(channels * width), expansion, strides if i == 0 else 1, kernel,
                        name=f"stage{stage}_block{i + 1}")
@@ -208,13 +232,18 @@ EDGETPU_S = [(True, 4, 3, 24, 1, 1), (True, 8, 3, 32, 2, 2), (True, 8, 3, 48, 4,
 EDGETPU_SCALING = {"S": (1.0, 1.0, 224, 0.2), "M": (1.0, 1.1, 240, 0.2), "L": (1.2, 1.4, 300, 0.3)}
 
 
-def efficientnet_edgetpu(variant="S", input_shape=None, classes=1000):
-    """EfficientNet-EdgeTPU-S/M/L: fused MBConvs early, MBConvs without SE later, ReLU (arXiv:2003.02838)."""
+def efficientnet_edgetpu(variant="S", input_shape=None, classes=1000, small_input=False):
+    """EfficientNet-EdgeTPU-S/M/L: fused MBConvs early, MBConvs without SE later, ReLU (arXiv:2003.02838).
+
+    small_input=True: for 32x32 images, a stride-1 stem (see _strides).
+    """
     width, depth, resolution, dropout = EDGETPU_SCALING[variant]
     inputs, x = _input(input_shape or (resolution, resolution, 3))
-    x = conv_bn_act(x, round_channels(32 * width), 3, 2, name="stem")
+    stem_strides, stage_strides = _strides(2, [row[-1] for row in EDGETPU_S], small_input)
+    x = conv_bn_act(x, round_channels(32 * width), 3, stem_strides, name="stem")
     block_input = round_channels(24 * width)  # as in the reference, the first block expands 24 x 4, not 32 x 4
-    for stage, (fused, expansion, kernel, channels, repeats, strides) in enumerate(EDGETPU_S, start=1):
+    for stage, (fused, expansion, kernel, channels, repeats, _), strides in zip(range(1, 7), EDGETPU_S,
+                                                                                stage_strides):
         filters = round_channels(channels * width)
         for i in range(math.ceil(repeats * depth)):
             s, name = strides if i == 0 else 1, f"stage{stage}_block{i + 1}"

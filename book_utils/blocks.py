@@ -38,10 +38,16 @@ def depthwise_bn_act(x, kernel_size=3, strides=1, activation="relu6", name="dw")
     return bn_act(x, activation, name)
 
 
-def vgg_block(x, filters, convs, name="block"):
-    """VGG block: `convs` 3x3 convolutions with ReLU, then a 2x2 max-pool (VGG, arXiv:1409.1556)."""
+def vgg_block(x, filters, convs, batch_norm=False, name="block"):
+    """VGG block: `convs` 3x3 convolutions with ReLU, then a 2x2 max-pool (VGG, arXiv:1409.1556).
+
+    batch_norm=True puts BN between each convolution and its ReLU (the "VGG-BN" of later work).
+    """
     for i in range(1, convs + 1):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv{i}")(x)
+        if batch_norm:
+            x = conv_bn_act(x, filters, 3, name=f"{name}_conv{i}")
+        else:
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv{i}")(x)
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 

@@ -326,6 +326,34 @@ def image_folder_dataset(directory: str | os.PathLike, *, image_size=(32, 32), b
     return ds.cache().prefetch(tf.data.AUTOTUNE)
 
 
+def pipeline(x: np.ndarray, y: np.ndarray, *, batch_size: int = 128, training: bool = False, augment=None,
+             classes: int | None = None, seed: int = 42):
+    """A tf.data input pipeline over arrays: cache, shuffle, batch, augment, prefetch.
+
+    training: reshuffle every epoch and apply `augment` (a Keras layer, e.g. models.augmentation())
+    to each batch, on the CPU threads that tf.data runs in parallel with training.
+    classes: one-hot encode the labels (needed for label smoothing).
+    """
+    import tensorflow as tf
+
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} images but y has {len(y)} labels; pass matching arrays.")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def prepare(images, labels):
+        images = tf.cast(images, tf.float32)
+        if training and augment is not None:
+            images = augment(images, training=True)
+        if classes:
+            labels = tf.one_hot(labels, classes)
+        return images, labels
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 def _balanced_indices(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """n random indices with the classes as equally represented as n allows."""
     classes = np.unique(y)

@@ -96,6 +96,9 @@ class ParameterError(ValueError):
     """A notebook parameter has the wrong type or is out of range."""
 
 
+CHOICES = {"OPTIMIZER": ("sgd", "adamw"), "DATASET": ("cifar10", "imagenette")}  # text parameters
+
+
 def check_params(**params) -> None:
     """Validate a notebook's parameters (as papermill passed them) and say clearly what is wrong."""
     for name, value in params.items():
@@ -111,6 +114,11 @@ def check_params(**params) -> None:
         elif name in ("LEARNING_RATE", "WEIGHT_DECAY"):
             ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 10, \
                 "a number between 0 and 10"
+        elif name.endswith(("WIDTH", "ALPHA", "_SCALE")):  # WIDTH, EFFICIENTNET_WIDTH, DEPTH_SCALE...
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 8, \
+                "a scale factor above 0 and at most 8 (1.0 is the paper's network)"
+        elif name in CHOICES:
+            ok, want = value in CHOICES[name], "one of " + ", ".join(map(repr, CHOICES[name]))
         else:  # EPOCHS, BATCH_SIZE, and other counts
             ok, want = _is_int(value) and value >= 1, "a whole number >= 1"
         if not ok:

@@ -35,6 +35,32 @@ class TrainingRun:
         return len(self.epoch_seconds)
 
 
+def compile_classifier(model, *, epochs: int, steps_per_epoch: int, learning_rate: float = 0.1,
+                       optimizer: str = "sgd", weight_decay: float = 5e-4, label_smoothing: float = 0.1,
+                       warmup_epochs: int = 1):
+    """Compile with the Part II recipe; labels must be one-hot (data.pipeline(..., classes=N)).
+
+    - learning rate: a linear warm-up over `warmup_epochs`, then a half cosine down to zero;
+    - optimizer "sgd": SGD with Nesterov momentum 0.9 (the ResNet recipe), or "adamw";
+    - weight decay, decoupled from the gradient (Loshchilov & Hutter), skipped for BN and biases;
+    - label smoothing: the target is 1 - s for the true class and s / classes spread over all.
+    """
+    if optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {optimizer!r}")
+    warmup = min(warmup_epochs, epochs - 1) * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else learning_rate, decay_steps=epochs * steps_per_epoch - warmup,
+        warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
+    if optimizer == "sgd":
+        opt = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    else:
+        opt = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    opt.exclude_from_weight_decay(var_names=["_bn", "bias"])
+    model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=["accuracy"])
+    return model
+
+
 def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validation_data=None,
         validation_split: float = 0.0, checkpoint: str | Path | None = None,
         early_stopping: int | None = None, backup_dir: str | Path | None = None,
@@ -57,6 +83,7 @@ def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validati
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping,
                                                  restore_best_weights=True))
     history = model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
+                        shuffle=y is not None,  # a tf.data pipeline shuffles itself
                         validation_data=validation_data, validation_split=validation_split,
                         callbacks=cbs, verbose=verbose)
     return TrainingRun(history=dict(history.history), epoch_seconds=timer.seconds)

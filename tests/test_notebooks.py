@@ -14,9 +14,9 @@ from book_utils import exercises, results
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CHANCE = {"01_mnist_mlp": 0.1, "02_mnist_cnn": 0.1, "03_cifar10_cnn": 0.1}
+CHANCE = 0.1  # every chapter's data set has ten classes
 # "Learned something": the smoke runs' accuracy must be at least this many times chance.
-WELL_ABOVE = {"01_mnist_mlp": 5, "02_mnist_cnn": 5, "03_cifar10_cnn": 2}
+WELL_ABOVE = {"01_mnist_mlp": 5, "02_mnist_cnn": 5}  # the rest: 2
 MACHINE_PATH = re.compile(r"/(work|root|tmp|home|Users)/[\w.-]+")
 MAX_BYTES = 5_000_000
 
@@ -52,7 +52,7 @@ def test_smoke_run_learns_and_records_its_results(notebook, tmp_path):
     record = json.loads((Path(os.environ["BOOK_RESULTS_DIR"]) / f"{notebook.stem}.json").read_text())
     assert record["mode"] == "smoke" and record["chapter"] == notebook.stem
     assert record["data"] and record["params"] > 0 and record["model_bytes"] > 4 * record["params"]
-    assert record["test_accuracy"] >= WELL_ABOVE[notebook.stem] * CHANCE[notebook.stem], record
+    assert record["test_accuracy"] >= WELL_ABOVE.get(notebook.stem, 2) * CHANCE, record
     text = "".join("".join(o.get("text", "")) for c in code_cells(nb) for o in c.get("outputs", []))
     assert f"data: {record['data']}" in text  # the notebook says which data it used
 
