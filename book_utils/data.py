@@ -20,13 +20,19 @@ import numpy as np
 
 from book_utils import env
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagenette")
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
+# Imagenette (fast.ai): ten easy ImageNet classes, one folder per WordNet id. No cats; one dog.
+IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
+                      "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
+                      "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
+                      "n03888257": "parachute"}
+IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
 
 # Checksums of every file this module reads: (algorithm, hex digest, where it comes from).
 # Official ones are published by the data sets' authors or Keras; the offline copies'
@@ -61,6 +67,9 @@ KNOWN_FILES: dict[str, list[tuple[str, str, str]]] = {
     ],
     "cifar10-jpeg-q75.tar.gz": [
         ("sha256", "d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965", "CIFAR-10 JPEG copy"),
+    ],
+    "imagenette2-160.tgz": [  # the md5 torchvision's Imagenette dataset publishes for this URL
+        ("md5", "e793b78cc4c9e9a4ccc0c1155377a412", "Imagenette 2 (160 px), fast.ai"),
     ],
 }
 KERAS_DATASETS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -156,8 +165,9 @@ def _download_allowed(download: bool | None) -> bool:
 
 def load(name: str, *, data_dir: str | os.PathLike | None = None,
          download: bool | None = None) -> Dataset:
-    """Load one of the book's data sets by name ("mnist", "fashion_mnist", "cifar10")."""
-    loaders = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
+    """Load one of the book's data sets by name ("mnist", "fashion_mnist", "cifar10", "imagenette")."""
+    loaders = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10,
+               "imagenette": load_imagenette}
     if name not in loaders:
         raise DataError(f"Unknown data set {name!r}. Choose one of: {', '.join(DATASETS)}; "
                         "for a folder of images use image_folder_dataset(path).")
@@ -272,35 +282,78 @@ def load_cifar10(*, data_dir=None, download: bool | None = None) -> Dataset:
 
 def _cifar_from_jpeg_tar(tar: Path) -> Dataset:
     """Decode the JPEG copy with Pillow (closest to the official pixels) and cache the arrays."""
+    arrays = _cached_image_tar(tar, {c: c for c in CIFAR10_CLASSES}, size=None)
+    return Dataset("cifar10", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                   CIFAR10_CLASSES, "CIFAR-10 JPEG copy (quality 75, decoded with Pillow)", [str(tar)])
+
+
+IMAGENETTE_SIZE = 64  # pixels: square crops of the 160-pixel photos, small enough for a CPU
+
+
+def load_imagenette(*, data_dir=None, download: bool | None = None) -> Dataset:
+    """Imagenette: 9,469 training and 3,925 validation photos of ten ImageNet classes, as 64x64 crops.
+
+    The archive (train/<wnid>/*.JPEG and val/<wnid>/*.JPEG: the same folder-per-class layout as
+    the CIFAR-10 JPEG copy) comes from the data directory or fast.ai's download, checked by its md5.
+    """
+    directory = Path(data_dir) if data_dir else env.data_dir()
+    tar = _find(directory, "imagenette2-160.tgz", "imagenette")
+    cached = env.keras_cache_dir() / "imagenette2-160.tgz"
+    if not tar and cached.is_file():
+        tar = cached
+    if not tar:
+        looked = [f"{directory} (imagenette/imagenette2-160.tgz)", str(cached)]
+        if not _download_allowed(download):
+            raise _not_found("Imagenette", looked, None)
+        try:
+            import keras
+            tar = Path(keras.utils.get_file("imagenette2-160.tgz", origin=IMAGENETTE_URL,
+                                            file_hash=KNOWN_FILES["imagenette2-160.tgz"][0][1]))
+        except Exception as e:
+            raise _not_found("Imagenette", looked, f"{type(e).__name__}: {e}") from None
+    arrays = _cached_image_tar(tar, IMAGENETTE_CLASSES, size=IMAGENETTE_SIZE)
+    return Dataset("imagenette", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                   list(IMAGENETTE_CLASSES.values()),
+                   f"Imagenette 2 (160 px) as {IMAGENETTE_SIZE}x{IMAGENETTE_SIZE} centre crops; test = its val split",
+                   [str(tar)])
+
+
+def _cached_image_tar(tar: Path, folders: dict[str, str], size: int | None) -> dict[str, np.ndarray]:
+    """Verify an archive of <split>/<class folder>/<image> files, decode it once, cache the arrays as .npz."""
     verify(tar)
     digest = file_digest(tar, "sha256")
-    cache = env.keras_cache_dir() / f"cifar10-jpeg-q75-{digest[:12]}.npz"
-    source = "CIFAR-10 JPEG copy (quality 75, decoded with Pillow)"
+    cache = env.keras_cache_dir() / f"{tar.name.split('.')[0]}{f'-{size}px' if size else ''}-{digest[:12]}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    else:
-        arrays = _decode_image_tar(tar, CIFAR10_CLASSES)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cache)  # atomic: a killed run never leaves half a cache behind
-    return Dataset("cifar10", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                   CIFAR10_CLASSES, source, [str(tar)])
+            return {k: f[k] for k in f.files}
+    arrays = _decode_image_tar(tar, list(folders), size)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, cache)  # atomic: a killed run never leaves half a cache behind
+    return arrays
 
 
-def _decode_image_tar(tar: Path, class_names: list[str]) -> dict[str, np.ndarray]:
+SPLITS = {"train": "train", "test": "test", "val": "test"}  # folder name -> split (Imagenette calls it val)
+
+
+def _decode_image_tar(tar: Path, folders: list[str], size: int | None = None) -> dict[str, np.ndarray]:
+    """Decode every <split>/<class folder>/<image> in the archive with Pillow (optionally a centre square crop)."""
     from PIL import Image
 
     out: dict[str, tuple[list, list, list]] = {"train": ([], [], []), "test": ([], [], [])}
-    index = {c: i for i, c in enumerate(class_names)}
+    index = {c: i for i, c in enumerate(folders)}
     with tarfile.open(tar, "r:gz") as t:
         for member in t:
-            parts = member.name.strip("./").split("/")
-            if not member.isfile() or len(parts) != 3 or parts[0] not in out or parts[1] not in index:
+            parts = member.name.strip("./").split("/")[-3:]  # ignore a top-level folder
+            if not member.isfile() or len(parts) != 3 or parts[0] not in SPLITS or parts[1] not in index:
                 continue
             image = Image.open(io.BytesIO(t.extractfile(member).read())).convert("RGB")
-            names, xs, ys = out[parts[0]]
+            if size:
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+            names, xs, ys = out[SPLITS[parts[0]]]
             names.append(parts[2])
             xs.append(np.asarray(image, dtype=np.uint8))
             ys.append(index[parts[1]])

@@ -86,3 +86,12 @@ def table(records: list[dict]) -> str:
                      f"| {r['params']:,} | {r['model_bytes'] / 1e6:.2f} MB | {r['train_seconds']:.0f} s "
                      f"| {r.get('hardware', '?')} | {r.get('date', '?')} |")
     return "\n".join(lines)
+
+
+def cat_dog_confusions(matrix, class_names) -> dict | None:
+    """The book's question in two numbers: cats called dogs and dogs called cats (None without both classes)."""
+    if not {"cat", "dog"} <= set(class_names):
+        return None
+    cat, dog = class_names.index("cat"), class_names.index("dog")
+    return {"cat_as_dog": int(matrix[cat, dog]), "dog_as_cat": int(matrix[dog, cat]),
+            "cats": int(matrix[cat].sum()), "dogs": int(matrix[dog].sum())}

@@ -35,6 +35,14 @@ class TrainingRun:
         return len(self.epoch_seconds)
 
 
+def learning_rate_schedule(epochs: int, steps_per_epoch: int, learning_rate: float, warmup_epochs: int = 1):
+    """Linear warm-up from 0 over `warmup_epochs`, then a half cosine to 0 at the last step (a function of the step)."""
+    warmup = min(warmup_epochs, epochs - 1) * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else learning_rate, decay_steps=epochs * steps_per_epoch - warmup,
+        warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
+
+
 def compile_classifier(model, *, epochs: int, steps_per_epoch: int, learning_rate: float = 0.1,
                        optimizer: str = "sgd", weight_decay: float = 5e-4, label_smoothing: float = 0.1,
                        warmup_epochs: int = 1):
@@ -47,15 +55,12 @@ def compile_classifier(model, *, epochs: int, steps_per_epoch: int, learning_rat
     """
     if optimizer not in ("sgd", "adamw"):
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {optimizer!r}")
-    warmup = min(warmup_epochs, epochs - 1) * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else learning_rate, decay_steps=epochs * steps_per_epoch - warmup,
-        warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
+    schedule = learning_rate_schedule(epochs, steps_per_epoch, learning_rate, warmup_epochs)
     if optimizer == "sgd":
         opt = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     else:
         opt = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
-    opt.exclude_from_weight_decay(var_names=["_bn", "bias"])
+    opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])  # BN scale and shift, biases
     model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                   metrics=["accuracy"])
     return model

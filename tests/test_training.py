@@ -1,0 +1,108 @@
+"""The Part II training pieces: input pipeline, recipe, latency, and the Imagenette option."""
+import io
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+
+from book_utils import architectures, data, measure, models, results, train
+
+
+def test_pipeline_batches_one_hot_labels_and_augments_only_when_training(cifar10):
+    x, y = cifar10.x_test[:300], cifar10.y_test[:300]
+    batches = list(data.pipeline(x, y, batch_size=128, classes=10))
+    assert [b[0].shape[0] for b in batches] == [128, 128, 44]
+    images, labels = batches[0]
+    assert images.dtype == "float32" and labels.shape == (128, 10)
+    np.testing.assert_array_equal(np.argmax(labels, axis=1), y[:128])
+    np.testing.assert_array_equal(images.numpy(), x[:128].astype("float32"))  # evaluation: untouched, in order
+
+    augmented = next(iter(data.pipeline(x, y, batch_size=300, training=True, augment=models.augmentation(1))))
+    assert sorted(augmented[1].numpy().tolist()) == sorted(y.tolist())  # shuffled, nothing lost
+    assert not np.array_equal(np.sort(augmented[0].numpy().ravel()), np.sort(x.astype("float32").ravel()))
+
+
+def test_pipeline_refuses_mismatched_arrays():
+    with pytest.raises(ValueError, match="3 images but y has 2 labels"):
+        data.pipeline(np.zeros((3, 8, 8, 3), np.uint8), np.zeros(2, np.int64))
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    lr = train.learning_rate_schedule(epochs=10, steps_per_epoch=100, learning_rate=0.1)
+    values = np.array([float(lr(s)) for s in range(0, 1001, 50)])
+    assert values[0] == 0 and abs(values[2] - 0.1) < 1e-6  # step 100: the end of the warm-up
+    assert np.all(np.diff(values[2:]) <= 1e-9) and values[-1] < 1e-6
+
+
+def test_recipe_trains_and_leaves_batch_norm_out_of_weight_decay(cifar10):
+    x, y = data.subset(cifar10.x_train, cifar10.y_train, 512, 0)
+    model = architectures.resnet_cifar(8)
+    train.compile_classifier(model, epochs=2, steps_per_epoch=4, learning_rate=0.05)
+    gamma = next(w for w in model.weights if w.path.endswith("stem_bn/gamma"))
+    excluded = [v for v in model.trainable_variables if model.optimizer._use_weight_decay(v) is False]
+    assert gamma.path in {v.path for v in excluded}
+    assert not any(v.path.endswith("conv/kernel") for v in excluded)
+    run = train.fit(model, data.pipeline(x, y, training=True, classes=10), epochs=2, verbose=0)
+    assert run.epochs == 2 and np.isfinite(run.history["loss"]).all()
+
+
+def test_recipe_refuses_an_unknown_optimizer():
+    with pytest.raises(ValueError, match="'sgd' or 'adamw'"):
+        train.compile_classifier(architectures.resnet_cifar(8), epochs=1, steps_per_epoch=1, optimizer="adam")
+
+
+def test_latency_is_a_positive_median_and_needs_a_fixed_input_shape():
+    assert 0 < measure.latency_ms(architectures.resnet_cifar(8), repeats=5, warmup=1) < 10_000
+    inputs = keras.Input((None, None, 3))
+    flexible = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    with pytest.raises(ValueError, match="fixed input_shape"):
+        measure.latency_ms(flexible)
+
+
+def test_cat_dog_confusions_read_the_matrix():
+    matrix = np.zeros((10, 10), int)
+    matrix[3, 5], matrix[5, 3], matrix[3, 3], matrix[5, 5] = 7, 4, 90, 80
+    got = results.cat_dog_confusions(matrix, data.CIFAR10_CLASSES)
+    assert got == {"cat_as_dog": 7, "dog_as_cat": 4, "cats": 97, "dogs": 84}
+    assert results.cat_dog_confusions(matrix, list(data.IMAGENETTE_CLASSES.values())) is None
+
+
+def _jpeg(colour, size=(200, 160)):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_imagenette_layout_is_decoded_into_square_crops(tmp_path):
+    # A tiny archive in Imagenette's layout, to test the decoder (the real archive needs the internet).
+    archive = tmp_path / "layout.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in ("train", "val"):
+            for label, wnid in enumerate(("n01440764", "n02102040")):
+                payload = _jpeg((200 * label, 40, 40))
+                info = tarfile.TarInfo(f"imagenette2-160/{split}/{wnid}/{split}_{label}.JPEG")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    arrays = data._decode_image_tar(archive, list(data.IMAGENETTE_CLASSES), size=64)
+    assert arrays["x_train"].shape == (2, 64, 64, 3) and arrays["x_test"].shape == (2, 64, 64, 3)
+    assert arrays["y_test"].tolist() == [0, 1]
+    assert arrays["x_train"][1, ..., 0].mean() > 150 > arrays["x_train"][0, ..., 0].mean()
+
+
+def test_imagenette_offline_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(data.DataError, match="imagenette2-160.tgz") as error:
+        data.load("imagenette", data_dir=tmp_path, download=False)
+    assert "BOOK_DATA_DIR" in str(error.value)
+
+
+def test_imagenette_archive_with_the_wrong_checksum_is_refused(tmp_path):
+    bad = tmp_path / "imagenette" / "imagenette2-160.tgz"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not the archive")
+    with pytest.raises(data.ChecksumError, match="not used and not changed"):
+        data.load("imagenette", data_dir=tmp_path, download=False)
+    assert bad.read_bytes() == b"not the archive"
