@@ -78,12 +78,22 @@ def load_all(directory=None) -> list[dict]:
 
 
 def table(records: list[dict]) -> str:
-    """A Markdown table of the records: chapter, mode, data, accuracy, size, time, hardware, date."""
-    lines = ["| chapter | mode | data | test accuracy | parameters | model size | training time | hardware | date |",
-             "|---|---|---|---:|---:|---:|---:|---|---|"]
+    """A Markdown table of the records: chapter, model, mode, data, accuracy, size, cost, latency, time, hardware, date.
+
+    MACs and CPU latency come from the chapter-7 comparison, which measures every model in one run
+    (so that the latencies compare), else from the chapter's own record, else they are left blank.
+    """
+    measured = {row["chapter"]: row for r in records for row in r.get("comparison", [])}
+    lines = ["| chapter | model | mode | data | test accuracy | parameters | model size | MACs per image "
+             "| CPU latency (batch 1) | training time | hardware | date |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in records:
-        lines.append(f"| {r['chapter']} | {r['mode']} | {r['data']} | {100 * r['test_accuracy']:.2f}% "
-                     f"| {r['params']:,} | {r['model_bytes'] / 1e6:.2f} MB | {r['train_seconds']:.0f} s "
+        m = {**r, **measured.get(r["chapter"], {})}
+        macs = f"{m['macs'] / 1e6:,.1f} M" if m.get("macs") else ""
+        latency = f"{m['latency_ms']:.2f} ms" if m.get("latency_ms") else ""
+        lines.append(f"| {r['chapter']} | {m.get('model', '')} | {r['mode']} | {r['data']} "
+                     f"| {100 * r['test_accuracy']:.2f}% | {r['params']:,} | {r['model_bytes'] / 1e6:.2f} MB "
+                     f"| {macs} | {latency} | {r['train_seconds']:.0f} s "
                      f"| {r.get('hardware', '?')} | {r.get('date', '?')} |")
     return "\n".join(lines)
 

@@ -33,7 +33,18 @@ def test_table_lists_the_records_in_chapter_order(tmp_path):
     records = results.load_all(tmp_path)
     assert [r["chapter"] for r in records] == ["01_a", "02_b"]
     text = results.table(records)
-    assert "| 01_a | full | some data | 25.00% | 1,234 | 5.00 MB | 60 s |" in text
+    assert "| 01_a |  | full | some data | 25.00% | 1,234 | 5.00 MB |  |  | 60 s |" in text
+
+
+def test_table_takes_macs_and_latency_from_the_comparison_run(tmp_path):
+    results.record("05_r", mode="full", data="d", test_accuracy=0.9, params=10, model_bytes=100,
+                   train_seconds=1, model="ResNet", macs=40_600_000, latency_ms=9.0, directory=tmp_path)
+    results.record("07_e", mode="full", data="d", test_accuracy=0.8, params=10, model_bytes=100,
+                   train_seconds=1, model="EffNet", macs=30_000_000, directory=tmp_path,
+                   comparison=[{"chapter": "05_r", "latency_ms": 2.5}, {"chapter": "07_e", "latency_ms": 3.25}])
+    text = results.table(results.load_all(tmp_path))
+    assert "| 05_r | ResNet | full | d | 90.00% | 10 | 0.00 MB | 40.6 M | 2.50 ms | 1 s |" in text
+    assert "| 07_e | EffNet | full | d | 80.00% | 10 | 0.00 MB | 30.0 M | 3.25 ms | 1 s |" in text
 
 
 def test_load_all_rejects_a_record_missing_fields(tmp_path):
