@@ -97,12 +97,15 @@ def resnet(depth=50, input_shape=(224, 224, 3), classes=1000, width=1.0):
     return keras.Model(inputs, _classifier(x, classes), name=f"resnet{depth}")
 
 
-def resnet_cifar(depth=20, input_shape=(32, 32, 3), classes=10, width=1.0):
+def resnet_cifar(depth=20, input_shape=(32, 32, 3), classes=10, width=1.0, residual=True):
     """ResNet-20/32/44/56/110 for CIFAR (arXiv:1512.03385, section 4.2).
 
     A 3x3 stem, then 3 stages of (depth - 2) / 6 basic blocks with 16, 32, 64 filters; the
     shortcuts are identities, zero-padded where the width doubles (option A: no parameters).
+    residual=False builds the paper's "plain" network of the same depth.
     """
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n + 2 (8, 14, 20, 32, 44, 56, 110, ...), not {depth}")
     blocks = (depth - 2) // 6
     inputs, x = _input(input_shape)
     x = conv_bn_act(x, int(16 * width), 3, name="stem")
@@ -110,8 +113,9 @@ def resnet_cifar(depth=20, input_shape=(32, 32, 3), classes=10, width=1.0):
         filters = int(16 * width * 2 ** (stage - 1))
         for i in range(blocks):
             strides = 2 if stage > 1 and i == 0 else 1
-            x = basic_residual_block(x, filters, strides, projection=False, name=f"stage{stage}_block{i + 1}")
-    return keras.Model(inputs, _classifier(x, classes), name=f"resnet{depth}_cifar")
+            x = basic_residual_block(x, filters, strides, projection=False, residual=residual,
+                                     name=f"stage{stage}_block{i + 1}")
+    return keras.Model(inputs, _classifier(x, classes), name=f"{'resnet' if residual else 'plain'}{depth}_cifar")
 
 
 def squeezenet(input_shape=(224, 224, 3), classes=1000, dropout=0.5):

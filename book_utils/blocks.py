@@ -61,12 +61,16 @@ def shortcut(x, filters, strides=1, projection=True, use_bias=False, name="short
     return ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, filters - x.shape[-1]]])  # new channels are zeros
 
 
-def basic_residual_block(x, filters, strides=1, projection=True, use_bias=False, name="block"):
-    """Basic residual block: two 3x3 conv-BN plus the shortcut, then ReLU (ResNet-18/34, arXiv:1512.03385)."""
-    skip = shortcut(x, filters, strides, projection, use_bias, name=f"{name}_shortcut")
+def basic_residual_block(x, filters, strides=1, projection=True, use_bias=False, residual=True, name="block"):
+    """Basic residual block: two 3x3 conv-BN plus the shortcut, then ReLU (ResNet-18/34, arXiv:1512.03385).
+
+    residual=False drops the shortcut: the "plain" network the paper compares against.
+    """
+    skip = shortcut(x, filters, strides, projection, use_bias, name=f"{name}_shortcut") if residual else None
     x = conv_bn_act(x, filters, 3, strides, use_bias=use_bias, name=f"{name}_1")
     x = conv_bn_act(x, filters, 3, activation=None, use_bias=use_bias, name=f"{name}_2")
-    x = layers.Add(name=f"{name}_add")([skip, x])
+    if residual:
+        x = layers.Add(name=f"{name}_add")([skip, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
@@ -149,3 +153,19 @@ def fused_mbconv(x, filters, expansion=4, strides=1, kernel_size=3, activation="
     if strides == 1 and channels == filters:
         x = layers.Add(name=f"{name}_add")([inputs, x])
     return x
+
+
+def inception_module(x, f1, f3_reduce, f3, f5_reduce, f5, pool_proj, name="inception"):
+    """Inception module: 1x1, 1x1-3x3, 1x1-5x5 and pool-1x1 branches, concatenated (GoogLeNet, arXiv:1409.4842).
+
+    The 1x1 convolutions before the 3x3 and 5x5 ones reduce the channels they see; the pooling
+    branch (3x3 max-pool, stride 1) is projected by a 1x1 convolution. Every convolution has ReLU.
+    """
+    b1 = layers.Conv2D(f1, 1, activation="relu", name=f"{name}_1x1")(x)
+    b3 = layers.Conv2D(f3_reduce, 1, activation="relu", name=f"{name}_3x3_reduce")(x)
+    b3 = layers.Conv2D(f3, 3, padding="same", activation="relu", name=f"{name}_3x3")(b3)
+    b5 = layers.Conv2D(f5_reduce, 1, activation="relu", name=f"{name}_5x5_reduce")(x)
+    b5 = layers.Conv2D(f5, 5, padding="same", activation="relu", name=f"{name}_5x5")(b5)
+    bp = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    bp = layers.Conv2D(pool_proj, 1, activation="relu", name=f"{name}_pool_proj")(bp)
+    return layers.Concatenate(name=f"{name}_concat")([b1, b3, b5, bp])

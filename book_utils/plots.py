@@ -147,3 +147,31 @@ def feature_maps(maps, *, title: str = "Feature maps", ncols: int = 8, limit: in
             ax.imshow(maps[..., i], cmap="viridis")
             ax.set_title(f"channel {i}", fontsize=7)
     return finish(fig, title, xlabel="column of the feature map", ylabel="row")
+
+
+def bubble_chart(rows, *, title: str, x: str = "macs", xlabel: str = "multiply-accumulates per image (log scale)"):
+    """Accuracy against cost, one bubble per model: area ~ parameters, one colour per data set (MobileNets' Fig.).
+
+    rows: dicts with "model", "params", "test_accuracy", "data" and the x key (default "macs").
+    """
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    datasets = sorted({r["data"] for r in rows})
+    colours = dict(zip(datasets, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    biggest = max([r["params"] for r in rows] or [1])
+    for data in datasets:
+        group = [r for r in rows if r["data"] == data]
+        ax.scatter([r[x] for r in group], [r["test_accuracy"] for r in group], alpha=0.45, edgecolors="black",
+                   s=[40 + 2000 * r["params"] / biggest for r in group], color=colours[data], label=data)
+    for r in rows:
+        ax.annotate(r["model"], (r[x], r["test_accuracy"]), xytext=(6, 6), textcoords="offset points", fontsize=8)
+    ax.set_xscale("log")
+    ax.margins(x=0.3, y=0.15)  # room for the bubbles and their labels
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    if rows:
+        legend = ax.legend(title="data (bubble area ~ parameters)", fontsize=8, title_fontsize=8, loc="best")
+        for handle in legend.legend_handles:
+            handle.set_sizes([60])
+    return finish(fig)

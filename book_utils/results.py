@@ -83,7 +83,8 @@ def table(records: list[dict]) -> str:
     MACs and CPU latency come from the chapter-7 comparison, which measures every model in one run
     (so that the latencies compare), else from the chapter's own record, else they are left blank.
     """
-    measured = {row["chapter"]: row for r in records for row in r.get("comparison", [])}
+    measured = {row["chapter"]: row for r in records if isinstance(r.get("comparison"), list)
+                for row in r["comparison"]}  # chapter 7's rows (chapter 2's "comparison" is its own small table)
     lines = ["| chapter | model | mode | data | test accuracy | parameters | model size | MACs per image "
              "| CPU latency (batch 1) | training time | hardware | date |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]

@@ -200,3 +200,43 @@ def test_each_block_names_its_paper(block):
 def test_papers_are_arxiv_ids():
     assert arch.PAPERS["ResNet"] == "1512.03385" and arch.PAPERS["EfficientNet"] == "1905.11946"
     assert all(re.fullmatch(r"\d{4}\.\d{4,5}", i) for i in arch.PAPERS.values())
+
+
+def test_inception_3a_has_the_papers_size():
+    # GoogLeNet (arXiv:1409.4842), Table 1, inception (3a): 28x28x192 in, 28x28x256 out, 159K params, 128M ops.
+    inputs = keras.Input((28, 28, 192))
+    model = keras.Model(inputs, blocks.inception_module(inputs, 64, 96, 128, 16, 32, 32, name="3a"))
+    assert model.output.shape[1:] == (28, 28, 256)
+    # weights of each convolution: kernel height x width x input channels x filters
+    shapes = [(1, 192, 64), (1, 192, 96), (3, 96, 128), (1, 192, 16), (5, 16, 32), (1, 192, 32)]
+    weights = sum(k * k * c_in * c_out for k, c_in, c_out in shapes)
+    biases = sum(c_out for _, _, c_out in shapes)
+    assert model.count_params() == weights + biases == 163_696
+    assert weights // 1024 == 159  # the paper's K is 1024 (163,328 weights = 159.5 K); the biases are left out
+    assert round(count_macs(model) / 1e6) == 128 and count_macs(model) == 28 * 28 * weights
+    assert "arXiv:" in blocks.inception_module.__doc__.splitlines()[0]
+
+
+def test_small_input_stem_keeps_the_resolution_and_the_parameters():
+    for build in (lambda **k: arch.mobilenet_v2((32, 32, 3), 10, **k), lambda **k: arch.efficientnet(
+            input_shape=(32, 32, 3), classes=10, **k), lambda **k: arch.efficientnet_edgetpu(
+            input_shape=(32, 32, 3), classes=10, **k)):
+        plain, small = build(), build(small_input=True)
+        assert plain.count_params() == small.count_params()
+        assert small.get_layer("stem_conv").output.shape[1] == 32 and plain.get_layer("stem_conv").output.shape[1] == 16
+        assert small.get_layer("head_conv").output.shape[1] == 2
+
+
+def test_vgg_width_dense_and_batch_norm_for_small_images():
+    model = arch.vgg(16, (32, 32, 3), 10, width=0.5, dense=512, batch_norm=True)
+    assert model.get_layer("block1_conv1_conv").filters == 32 and model.get_layer("fc1").units == 512
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert model.output_shape == (None, 10)
+
+
+def test_plain_network_has_no_additions_and_depth_must_be_6n_plus_2():
+    plain = arch.resnet_cifar(20, residual=False)
+    assert not any(isinstance(layer, keras.layers.Add) for layer in plain.layers)
+    assert plain.count_params() == arch.resnet_cifar(20).count_params()  # option A shortcuts are free
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        arch.resnet_cifar(21)
