@@ -204,3 +204,475 @@ def _horizontal_flip(fn):
     if got.shape != images.shape or not np.array_equal(got, expected):
         return "flip the width axis (axis 2) only; rows, channels and the batch stay in place."
     return None
+
+
+# ---- Chapter 4 -------------------------------------------------------------
+
+@exercise("4.1", "How many parameters has a VGG block of three 3x3 convolutions with 256 filters (with bias, "
+                 "no BN) on a 128-channel input? Answer with an int.")
+def _vgg_block_params(answer):
+    import keras
+
+    from book_utils.blocks import vgg_block
+
+    inputs = keras.Input((32, 32, 128))
+    expected = keras.Model(inputs, vgg_block(inputs, 256, 3)).count_params()
+    if answer == expected:
+        return None
+    return ("the first convolution sees 128 channels, the next two see 256; each has 3 x 3 x inputs x filters "
+            "weights plus a bias per filter, and the max-pool has none.")
+
+
+@exercise("4.2", "Write receptive_field(n): the side of the input window that one output pixel of n stacked "
+                 "3x3 convolutions (stride 1) depends on.")
+def _receptive_field(fn):
+    import tensorflow as tf
+
+    for n in (1, 2, 3, 5, 8):
+        size = 4 * n + 3
+        x = np.zeros((1, size, size, 1), np.float32)
+        x[0, size // 2, size // 2] = 1.0  # one lit pixel: the outputs it reaches span the receptive field
+        for _ in range(n):
+            x = tf.nn.conv2d(x, tf.ones((3, 3, 1, 1)), 1, "SAME")
+        expected = int((np.asarray(x)[0, size // 2, :, 0] > 0).sum())
+        got = fn(n)
+        if got != expected:
+            return f"receptive_field({n}) should be {expected}, not {got}: each 3x3 layer adds one pixel on each side."
+    return None
+
+
+@exercise("4.3", "Write conv_macs(h, w, c_in, c_out, k): multiply-accumulates per image of a k x k "
+                 "convolution with 'same' padding and stride 1 on an h x w x c_in input, c_out filters.")
+def _conv_macs(fn):
+    import keras
+
+    from book_utils.macs import count_macs
+
+    for h, w, c_in, c_out, k in ((224, 224, 3, 64, 3), (28, 28, 192, 32, 5), (14, 10, 16, 8, 1)):
+        inputs = keras.Input((h, w, c_in))
+        conv = keras.layers.Conv2D(c_out, k, padding="same")(inputs)
+        expected = count_macs(keras.Model(inputs, conv))
+        got = fn(h, w, c_in, c_out, k)
+        if got != expected:
+            return (f"conv_macs{(h, w, c_in, c_out, k)} should be {expected:,}, not {got}: every output "
+                    "position uses every weight of the kernel once.")
+    return None
+
+
+@exercise("4.4", "Inception (3a)'s 5x5 branch maps 192 channels to 32 with a 1x1 reduction to 16 channels "
+                 "first. How many weights (no biases) does the reduction save against a 5x5 convolution "
+                 "straight on the 192 channels? Answer with an int.")
+def _reduction_saves(answer):
+    import keras
+
+    def weights(filters, k, c_in):
+        return _layer_params(keras.layers.Conv2D(filters, k, use_bias=False), (None, 28, 28, c_in))
+
+    expected = weights(32, 5, 192) - (weights(16, 1, 192) + weights(32, 5, 16))
+    if answer == expected:
+        return None
+    return "count the direct 5x5 conv (5 x 5 x 192 x 32), then subtract both convs of the reduced branch."
+
+
+# ---- Chapter 6 -------------------------------------------------------------
+
+@exercise("6.1", "How many parameters has SqueezeNet 1.1's fire2 module: 16 squeeze filters, 64 expand 1x1 "
+                 "and 64 expand 3x3 filters, on a 64-channel input (all with biases)? Answer with an int.")
+def _fire_params(answer):
+    import keras
+
+    from book_utils.blocks import fire_module
+
+    inputs = keras.Input((55, 55, 64))
+    expected = keras.Model(inputs, fire_module(inputs, 16, 64)).count_params()
+    if answer == expected:
+        return None
+    return ("three convolutions: the 1x1 squeeze sees the 64 input channels, both expands see only the "
+            "16 squeezed channels; each filter has one bias.")
+
+
+@exercise("6.2", "Write separable_cost_ratio(n_out, k): the MACs of a k x k depthwise convolution plus a 1x1 "
+                 "pointwise convolution to n_out channels, divided by those of a standard k x k convolution "
+                 "to n_out channels (same input, 'same' padding).")
+def _separable_ratio(fn):
+    import keras
+
+    from book_utils.macs import count_macs
+
+    for m, n, k in ((32, 64, 3), (512, 512, 3), (16, 1000, 5), (96, 24, 7)):
+        def cost(*layer_list):
+            return count_macs(keras.Sequential([keras.Input((8, 8, m)), *layer_list]))
+
+        standard = cost(keras.layers.Conv2D(n, k, padding="same", use_bias=False))
+        separable = cost(keras.layers.DepthwiseConv2D(k, padding="same", use_bias=False),
+                         keras.layers.Conv2D(n, 1, use_bias=False))
+        got = fn(n, k)
+        if not np.isclose(got, separable / standard):
+            return (f"with {m} input channels, n_out={n}, k={k} the ratio is {separable / standard:.4f}, "
+                    f"not {got}; it does not depend on the input channels or the map size.")
+    return None
+
+
+@exercise("6.3", "Write inverted_residual_params(c_in, expansion, c_out, kernel=3): the count_params() of "
+                 "blocks.inverted_residual on c_in channels (BN's 4 numbers per channel included; take "
+                 "c_in x expansion as the hidden width).")
+def _inverted_residual_params(fn):
+    import keras
+
+    from book_utils.blocks import inverted_residual
+
+    for c_in, expansion, c_out, kernel in ((16, 6, 24, 3), (24, 6, 24, 3), (32, 1, 16, 3), (40, 6, 80, 5)):
+        inputs = keras.Input((16, 16, c_in))
+        expected = keras.Model(inputs, inverted_residual(inputs, c_out, expansion, 1, kernel)).count_params()
+        got = fn(c_in, expansion, c_out, kernel)
+        if got != expected:
+            return (f"c_in={c_in}, expansion={expansion}, c_out={c_out}, kernel={kernel} gives {expected:,}, "
+                    f"not {got}. No conv has a bias; each conv is followed by BN; expansion 1 has no expand conv.")
+    return None
+
+
+@exercise("6.4", "Write hard_swish(x) for NumPy arrays: MobileNetV3's piecewise-linear version of swish.")
+def _hard_swish(fn):
+    import keras
+
+    x = np.linspace(-8, 8, 161).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(keras.activations.hard_swish(x))
+    got = np.asarray(fn(x), dtype=np.float64)
+    if got.shape != x.shape or not np.allclose(got, expected, atol=1e-5):
+        worst = float(x[np.argmax(np.abs(np.broadcast_to(got, x.shape) - expected))]) if got.size == x.size else 0
+        return f"x * ReLU6(x + 3) / 6: zero below -3, x above 3, a parabola between (check x = {worst:g})."
+    return None
+
+
+# Chapter 5: ResNet
+
+def _block_params(block, input_channels, **kwargs):
+    """count_params() of one block from book_utils.blocks on an 8x8 input."""
+    import keras
+
+    inputs = keras.Input((8, 8, input_channels))
+    return keras.Model(inputs, block(inputs, **kwargs)).count_params()
+
+
+@exercise("5.1", "Write basic_block_params(c): the parameters of a stride-1 basic residual block with c input "
+                 "and c output channels (two 3x3 convolutions without bias, each followed by BN with 4 "
+                 "numbers per channel; the identity shortcut is free).")
+def _basic_block_params(fn):
+    from book_utils.blocks import basic_residual_block
+
+    for c in (16, 32, 64, 512):
+        expected = _block_params(basic_residual_block, c, filters=c)
+        if fn(c) != expected:
+            return f"c={c} gives {expected:,}, not {fn(c)}. Each 3x3 conv has 3 x 3 x c x c weights."
+    return None
+
+
+@exercise("5.2", "Write bottleneck_params(f): the parameters of a stride-1 bottleneck block whose input has 4f "
+                 "channels (1x1 to f, 3x3 f to f, 1x1 to 4f, no biases, BN after each; identity shortcut).")
+def _bottleneck_params(f_fn):
+    from book_utils.blocks import bottleneck_block
+
+    for f in (16, 64, 128, 512):
+        expected = _block_params(bottleneck_block, 4 * f, filters=f)
+        if f_fn(f) != expected:
+            return f"f={f} gives {expected:,}, not {f_fn(f)}. Count the three convs, then BN on f, f and 4f channels."
+    return None
+
+
+@exercise("5.3", "Change the depth: write cifar_resnet_params(depth) giving the parameters of "
+                 "architectures.resnet_cifar(depth) (6n + 2 layers, 10 classes, option-A shortcuts) without "
+                 "building it.")
+def _cifar_resnet_params(fn):
+    from book_utils.architectures import resnet_cifar
+
+    for depth in (8, 20, 32, 56):
+        expected = resnet_cifar(depth).count_params()
+        if fn(depth) != expected:
+            return (f"depth {depth} gives {expected:,}, not {fn(depth)}. Stem: a 3x3 conv (3 -> 16) and BN; "
+                    "n blocks per stage at 16, 32, 64 channels (the first block of stages 2 and 3 takes half "
+                    "as many channels in); head: 64 x 10 weights + 10 biases.")
+    return None
+
+
+# ---- Chapter 7 -------------------------------------------------------------
+
+@exercise("7.1", "Write compound_scaling(phi): EfficientNet's (depth, width, resolution) multipliers for a "
+                 "given phi, with alpha = 1.2, beta = 1.1, gamma = 1.15.")
+def _compound_scaling(fn):
+    alpha, beta, gamma = 1.2, 1.1, 1.15  # the paper's grid search on B0, section 3.3
+    for phi in (0, 1, 2, 3.5, -1):
+        expected = (alpha ** phi, beta ** phi, gamma ** phi)
+        got = tuple(fn(phi))
+        if len(got) != 3 or not np.allclose(got, expected):
+            return (f"for phi={phi} expected multipliers close to {tuple(round(v, 3) for v in expected)}, "
+                    f"got {got}: depth = alpha^phi, width = beta^phi, resolution = gamma^phi.")
+    return None
+
+
+@exercise("7.2", "How many parameters has the squeeze-and-excite block of EfficientNet-B0's stage-2 first "
+                 "MBConv: on 96 channels, squeezing to 4 (blocks.squeeze_excite, with biases)? Answer with an int.")
+def _se_params(answer):
+    import keras
+
+    from book_utils.blocks import squeeze_excite
+
+    x = keras.Input((8, 8, 96))
+    expected = keras.Model(x, squeeze_excite(x, 4)).count_params()
+    if answer == expected:
+        return None
+    return "two 1x1 convs on the pooled vector: 96 -> 4 and 4 -> 96, each with a bias per output channel."
+
+
+@exercise("7.3", "How many parameters has blocks.mbconv(x, 24, expansion=6, strides=2, kernel_size=3) on a "
+                 "16-channel input (B0's stage-2 first block), batch normalization included? Answer with an int.")
+def _mbconv_params(answer):
+    import keras
+
+    from book_utils.blocks import mbconv
+
+    x = keras.Input((32, 32, 16))
+    expected = keras.Model(x, mbconv(x, 24, expansion=6, strides=2, kernel_size=3)).count_params()
+    if answer == expected:
+        return None
+    return ("add up: 1x1 expand 16 -> 96 (no bias) + BN (4 per channel), 3x3 depthwise (9 per channel) + BN, "
+            "SE (squeeze to a quarter of the block's input width, with biases), 1x1 project 96 -> 24 + BN.")
+
+
+@exercise("7.4", "Scale EfficientNet-B0 to B1 with the published coefficients (width 1.0, depth 1.1, "
+                 "resolution 240): how many parameters does it have? Answer with an int.")
+def _b1_params(answer):
+    from book_utils.architectures import efficientnet
+
+    expected = efficientnet(1.0, 1.1, 240).count_params()
+    if answer == expected:
+        return None
+    b0 = efficientnet().count_params()
+    if answer == b0:
+        return "resolution adds no parameters, but depth does: the repeats of every stage are 1.1 x, rounded up."
+    return "build it: architectures.efficientnet(width, depth, resolution) and count_params()."
+
+
+# ---- Chapter 10 ------------------------------------------------------------
+
+@exercise("10.1", "Write quantize(x, scale, zero_point): the int8 values TFLite stores for the real values x "
+                  "(x / scale + zero_point, rounded to the nearest integer, clipped to -128..127), as an int8 array.")
+def _quantize(fn):
+    x = np.array([-1.0, -0.26, 0.0, 0.1, 0.49, 2.0, 300.0])
+    for scale, zero in ((0.01, 0), (1.0, -128), (0.5, 3)):
+        expected = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        out = np.asarray(fn(x, scale, zero))
+        if out.dtype != np.int8:
+            return f"return int8 values, not {out.dtype}."
+        if not np.array_equal(out, expected):
+            return (f"for scale {scale} and zero point {zero}, x = {x.tolist()} should give {expected.tolist()}, "
+                    f"not {out.tolist()}: divide by the scale, add the zero point, round, then clip.")
+    return None
+
+
+@exercise("10.2", "Write edgetpu_ops(op_names, supported): how many operators of a model (names in execution "
+                  "order) the Edge TPU compiler maps to the Edge TPU, given the set of supported names.")
+def _edgetpu_ops(fn):
+    from book_utils import edgetpu
+
+    cases = [["CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED", "SOFTMAX"],
+             ["CONV_2D", "HARD_SWISH", "CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"],
+             ["CONV_2D", "CONV_2D", "LEAKY_RELU", "CONV_2D", "HARD_SWISH", "SOFTMAX"],
+             ["HARD_SWISH", "CONV_2D"], []]
+    for names in cases:
+        expected = next((i for i, name in enumerate(names) if name not in edgetpu.SUPPORTED_OPS), len(names))
+        got = fn(list(names), set(edgetpu.SUPPORTED_OPS))
+        if got != expected:
+            return (f"for {names} the answer is {expected}, not {got}: the compiler stops at the first unsupported "
+                    "op, and every op after it runs on the CPU too, supported or not.")
+    return None
+
+
+@exercise("10.3", "How many bytes do the weights and biases of an int8 Conv2D layer with 64 filters of 3x3 on 32 "
+                  "input channels take in a .tflite file (int8 weights, int32 biases)? Answer with an int.")
+def _int8_conv_bytes(answer):
+    import keras
+
+    conv = keras.layers.Conv2D(64, 3)
+    conv.build((None, 8, 8, 32))
+    kernel, bias = (int(np.prod(w.shape)) for w in conv.weights)
+    expected = kernel * 1 + bias * 4
+    if answer == expected:
+        return None
+    if answer == 4 * (kernel + bias):
+        return "that is the float32 size: int8 weights take one byte each (biases stay 32-bit)."
+    return "count the weights (3 x 3 x inputs x filters, one byte each) and the biases (one per filter, four bytes)."
+
+
+@exercise("10.4", "The int8 model's input has scale 1.0 and zero point -128. Write to_int8_input(pixels): the "
+                  "int8 array to feed it for an array of uint8 pixels 0..255.")
+def _to_int8_input(fn):
+    pixels = np.array([[0, 1, 127, 128, 200, 255]], dtype=np.uint8)
+    expected = (pixels.astype(np.int16) - 128).astype(np.int8)
+    out = np.asarray(fn(pixels.copy()))
+    if out.dtype != np.int8:
+        return f"return int8 values, not {out.dtype}."
+    if not np.array_equal(out, expected):
+        return (f"pixels {pixels.tolist()} should give {expected.tolist()}, not {out.tolist()}: q = pixel / scale + "
+                "zero point; compute it in a wider integer type before casting, or 200 wraps around.")
+    return None
+
+
+# ---- Chapter 11 (appendix: scaling) ----------------------------------------
+
+@exercise("11.1", "Write scaled_learning_rate(base_rate, base_batch, batch): the learning rate for a global "
+                  "batch of `batch` images by the linear scaling rule, given the rate that suits base_batch.")
+def _scaled_learning_rate(fn):
+    for base_rate, base_batch, batch in ((0.1, 256, 1024), (0.1, 128, 128), (0.4, 1024, 256), (0.05, 64, 8192)):
+        expected = base_rate * (batch / base_batch)
+        got = fn(base_rate, base_batch, batch)
+        if not np.isclose(got, expected):
+            return (f"for base rate {base_rate} at batch {base_batch}, a batch of {batch} should get {expected:g}, "
+                    f"not {got}: the rate grows in proportion to the batch.")
+    return None
+
+
+@exercise("11.2", "Write steps_per_epoch(n_images, per_replica_batch, replicas): how many synchronous steps one "
+                  "epoch takes when every replica gets per_replica_batch images per step (count a last, "
+                  "smaller batch).")
+def _steps_per_epoch_replicas(fn):
+    for n, b, r in ((1_281_167, 128, 8), (45_000, 64, 2), (50_000, 128, 1), (1000, 100, 10), (10, 64, 8)):
+        expected = -(-n // (b * r))
+        if fn(n, b, r) != expected:
+            return (f"{n} images, {b} per replica, {r} replicas: {expected} steps, not {fn(n, b, r)}. "
+                    "Each step consumes one global batch of per_replica_batch x replicas images.")
+    return None
+
+
+@exercise("11.3", "Write shard(n, workers, index): the list of element positions (0 .. n-1) that worker `index` "
+                  "reads when tf.data shards a data set of n elements between `workers` workers.")
+def _shard(fn):
+    import tensorflow as tf
+
+    for n, workers, index in ((12, 2, 1), (10, 3, 0), (10, 3, 2), (7, 4, 3), (5, 8, 6)):
+        expected = [int(i) for i in tf.data.Dataset.range(n).shard(workers, index).as_numpy_iterator()]
+        got = [int(i) for i in fn(n, workers, index)]
+        if got != expected:
+            return f"shard({n}, {workers}, {index}) should be {expected}, not {got}: ask tf.data what it does."
+    return None
+
+
+@exercise("11.4", "Under the mixed_bfloat16 policy, in which dtype does a Dense layer keep its kernel? "
+                  "Answer with a string such as 'float16'.")
+def _mixed_variable_dtype(answer):
+    import keras
+
+    layer = keras.layers.Dense(4, dtype=keras.mixed_precision.Policy("mixed_bfloat16"))
+    layer.build((None, 3))
+    expected = str(layer.kernel.dtype)
+    if str(answer) == expected:
+        return None
+    return (f"not {answer!r}: a mixed policy computes in 16 bits but keeps the weights in a type that can "
+            "hold small updates. Try it: keras.layers.Dense(4, dtype='mixed_bfloat16').")
+
+
+# ---- Chapter 8 -------------------------------------------------------------
+
+@exercise("8.1", "Write quantize(r, scale, zero_point): int8 codes of real numbers r with the affine map "
+                 "r = scale * (q - zero_point): round to the nearest integer, clip to -128..127, dtype int8.")
+def _quantize(fn):
+    r = np.array([-3.0, -0.26, -0.24, 0.0, 0.1, 0.74, 1.26, 5.0, 100.0], np.float32)
+    for scale, zero in ((0.5, 0), (0.02, -128), (0.25, 10)):
+        out = np.asarray(fn(r, scale, zero))
+        if out.dtype != np.int8:
+            return f"return int8 values, not {out.dtype}."
+        expected = np.clip(np.round(r / scale) + zero, -128, 127).astype(np.int8)
+        if not np.array_equal(out, expected):
+            return (f"for scale {scale} and zero point {zero} expected {expected.tolist()}: divide by the scale, "
+                    "round, add the zero point, then clip.")
+    return None
+
+
+@exercise("8.2", "A 4-bit palettized weight tensor has 4,718,592 weights and one lookup table of 16 float16 "
+                 "values. How many bytes does it take? Answer with an int.")
+def _palette_bytes(answer):
+    n, bits, table = 4_718_592, 4, 16
+    expected = n * bits // 8 + table * 2
+    if answer == expected:
+        return None
+    if answer == n * bits // 8:
+        return "add the lookup table: 16 values of 2 bytes each."
+    return "each weight is a 4-bit index (half a byte); the table holds 16 float16 values."
+
+
+@exercise("8.3", "Write symmetric_scale(w, bits): the scale of symmetric linear quantization of the weights w to "
+                 "signed `bits`-bit integers, so that the largest |w| maps to 2**(bits-1) - 1.")
+def _symmetric_scale(fn):
+    rng = np.random.default_rng(8)
+    for bits in (8, 4, 2):
+        w = rng.normal(0, 0.1, 500).astype(np.float32)
+        w[7] = -0.9  # the extreme weight is negative
+        expected = float(np.abs(w).max()) / (2 ** (bits - 1) - 1)
+        if not np.isclose(float(fn(w, bits)), expected, rtol=1e-5):
+            return f"for {bits} bits expected {expected:.6f}: the largest |w| (mind negative weights) over 2**(bits-1) - 1."
+    return None
+
+
+@exercise("8.4", "Write agreement(p, q): the fraction of images on which two models' probability arrays "
+                 "(n, classes) have the same top-1 class.")
+def _agreement(fn):
+    rng = np.random.default_rng(4)
+    p = rng.random((50, 10))
+    q = p.copy()
+    q[:10] = rng.random((10, 10))
+    expected = float((p.argmax(1) == q.argmax(1)).mean())
+    if not np.isclose(float(fn(p, q)), expected):
+        return f"expected {expected:.2f}: compare p.argmax(axis=1) with q.argmax(axis=1) and take the mean."
+    return None
+
+
+# ---- Chapter 9 -------------------------------------------------------------
+
+@exercise("9.1", "Core ML stores a Conv2D kernel as (out, in, height, width); Keras as (height, width, in, out). "
+                 "Write to_coreml(kernel) for a Keras kernel array.")
+def _to_coreml(fn):
+    import keras
+
+    layer = keras.layers.Conv2D(5, (3, 2))
+    layer.build((None, 8, 8, 4))
+    kernel = np.asarray(layer.kernel)
+    out = np.asarray(fn(kernel))
+    if out.shape != (5, 4, 3, 2):
+        return f"a (3, 2, 4, 5) kernel should become (5, 4, 3, 2), not {out.shape}."
+    if not np.array_equal(out, kernel.transpose(3, 2, 0, 1)):
+        return "the shape is right but the values moved: out[o, i, y, x] must equal kernel[y, x, i, o]."
+    return None
+
+
+@exercise("9.2", "Fold batch normalization into a Dense layer: write fold_bn(w, b, gamma, beta, mean, var, eps) "
+                 "returning (w2, b2) so that x @ w2 + b2 equals BN(x @ w + b) at inference.")
+def _fold_bn(fn):
+    import keras
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    dense, bn = keras.layers.Dense(3), keras.layers.BatchNormalization(epsilon=0.01)
+    dense.build((None, 5))
+    bn.build((None, 3))
+    bn.set_weights([rng.uniform(0.5, 2, 3), rng.normal(size=3), rng.normal(size=3), rng.uniform(0.5, 2, 3)])
+    dense.set_weights([rng.normal(size=(5, 3)), rng.normal(size=3)])
+    expected = np.asarray(bn(dense(x), training=False))
+    gamma, beta, mean, var = bn.get_weights()
+    w, b = dense.get_weights()
+    w2, b2 = fn(w, b, gamma, beta, mean, var, 0.01)
+    if not np.allclose(x @ np.asarray(w2) + np.asarray(b2), expected, atol=1e-4):
+        return "scale each output column by gamma / sqrt(var + eps), and b2 = (b - mean) * that + beta."
+    return None
+
+
+@exercise("9.3", "Write atan2(y, x) for NumPy arrays using only np.arctan, np.where and arithmetic (the "
+                 "custom layer's conversion): the angle of the point (x, y) in -pi..pi.")
+def _atan2(fn):
+    values = np.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0], np.float32)
+    y, x = (a.ravel() for a in np.meshgrid(values, values))
+    out = np.asarray(fn(y, x), dtype=np.float64)
+    expected = np.arctan2(y, x)
+    wrong = ~np.isclose(out, expected, atol=1e-5)
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        return f"atan2({y[i]:g}, {x[i]:g}) should be {expected[i]:.4f}, not {out[i]:.4f} (mind x < 0 and x == 0)."
+    return None

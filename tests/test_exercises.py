@@ -92,3 +92,103 @@ def test_a_crashing_answer_is_reported_not_raised(capsys):
 def test_unknown_exercise_names_the_existing_ones():
     with pytest.raises(KeyError, match="1.1"):
         exercises.check("9.9", 0)
+
+RIGHT.update({"4.1": 1_475_328, "4.2": lambda n: 2 * n + 1, "4.3": lambda h, w, c_in, c_out, k: h * w * k * k * c_in * c_out,
+              "4.4": 137_728})
+WRONG.update({"4.1": 1_769_472, "4.2": lambda n: 3 * n, "4.3": lambda h, w, c_in, c_out, k: h * w * k * k * c_out,
+              "4.4": 153_600})
+
+
+def _separable_cost_ratio(n, k):
+    return 1 / n + 1 / k ** 2
+
+
+def _inverted_residual_params(c_in, t, c_out, k=3):
+    hidden = c_in * t
+    expand = (c_in * hidden + 4 * hidden) if t != 1 else 0
+    return expand + k * k * hidden + 4 * hidden + hidden * c_out + 4 * c_out
+
+
+RIGHT.update({"6.1": (64 * 16 + 16) + (16 * 64 + 64) + (9 * 16 * 64 + 64), "6.2": _separable_cost_ratio,
+              "6.3": _inverted_residual_params, "6.4": lambda x: x * np.clip(x + 3, 0, 6) / 6})
+WRONG.update({"6.1": 64 * 16 + 16 * 64 + 9 * 16 * 64,  # forgot the biases
+              "6.2": lambda n, k: 1 / k ** 2,  # forgot the pointwise convolution
+              "6.3": lambda c_in, t, c_out, k=3: c_in * c_in * t + k * k * c_in * t + c_in * t * c_out,  # no BN
+              "6.4": lambda x: x / (1 + np.exp(-x))})  # swish itself
+
+
+def _cifar_resnet_params(depth):
+    n = (depth - 2) // 6
+    total = 3 * 3 * 3 * 16 + 4 * 16 + 64 * 10 + 10  # stem conv + BN, dense head
+    for c in (16, 32, 64):
+        first_in = 16 if c == 16 else c // 2
+        total += 9 * first_in * c + 9 * c * c + 8 * c  # the first block of the stage
+        total += (n - 1) * (18 * c * c + 8 * c)
+    return total
+
+
+RIGHT.update({"5.1": lambda c: 18 * c * c + 8 * c,
+              "5.2": lambda f: 4 * f * f + 9 * f * f + 4 * f * f + 4 * (f + f + 4 * f),
+              "5.3": _cifar_resnet_params})
+WRONG.update({"5.1": lambda c: 18 * c * c,  # forgot batch normalization
+              "5.2": lambda f: 3 * 9 * f * f + 4 * 6 * f,  # three 3x3 convs
+              "5.3": lambda depth: 271_098})  # right for ResNet-20 only
+RIGHT.update({"7.1": lambda phi: (1.2 ** phi, 1.1 ** phi, 1.15 ** phi),
+              "7.2": 96 * 4 + 4 + 4 * 96 + 96,
+              "7.3": 16 * 96 + 4 * 96 + 9 * 96 + 4 * 96 + (96 * 4 + 4 + 4 * 96 + 96) + 96 * 24 + 4 * 24,
+              "7.4": 7_856_232})
+WRONG.update({"7.1": lambda phi: (1.2 * phi, 1.1 * phi, 1.15 * phi),  # multiplied, not raised to phi
+              "7.2": 96 * 4 + 4 * 96,  # forgot the biases
+              "7.3": 16 * 96 + 9 * 96 + 96 * 24,  # forgot BN and SE
+              "7.4": 5_330_564})  # B0's count
+
+
+def _edgetpu_ops(names, supported):
+    for i, name in enumerate(names):
+        if name not in supported:
+            return i
+    return len(names)
+
+
+RIGHT.update({"10.1": lambda x, s, z: np.clip(np.round(x / s + z), -128, 127).astype(np.int8),
+              "10.2": _edgetpu_ops,
+              "10.3": 64 * 9 * 32 + 4 * 64,
+              "10.4": lambda p: (p.astype(np.int16) - 128).astype(np.int8)})
+WRONG.update({"10.1": lambda x, s, z: np.round(x / s + z).astype(np.int8),  # no clipping: 300 wraps around
+              "10.2": lambda names, supported: sum(name in supported for name in names),  # ignores the split
+              "10.3": 4 * (64 * 9 * 32 + 64),  # float32 bytes
+              "10.4": lambda p: p.astype(np.int8)})  # wraps 200 to -56 instead of shifting by -128
+RIGHT.update({"11.1": lambda base_rate, base_batch, batch: base_rate * batch / base_batch,
+              "11.2": lambda n, b, r: -(-n // (b * r)),
+              "11.3": lambda n, workers, index: list(range(index, n, workers)),
+              "11.4": "float32"})
+WRONG.update({"11.1": lambda base_rate, base_batch, batch: base_rate * (batch / base_batch) ** 0.5,  # square-root rule
+              "11.2": lambda n, b, r: n // (b * r),  # drops the last, smaller batch
+              "11.3": lambda n, workers, index: list(range(index * (n // workers), (index + 1) * (n // workers))),
+              "11.4": "bfloat16"})  # the compute dtype
+
+
+def _fold_bn(w, b, gamma, beta, mean, var, eps):
+    factor = gamma / np.sqrt(var + eps)
+    return w * factor, (b - mean) * factor + beta
+
+
+def _atan2(y, x):
+    base = np.arctan(y / np.where(x == 0, 1e-12, x))
+    return base + np.where(x < 0, np.where(y >= 0, np.pi, -np.pi), 0.0)
+
+
+RIGHT.update({"8.1": lambda r, s, z: np.clip(np.round(r / s) + z, -128, 127).astype(np.int8),
+              "8.2": 4_718_592 // 2 + 32,
+              "8.3": lambda w, bits: np.abs(w).max() / (2 ** (bits - 1) - 1),
+              "8.4": lambda p, q: (p.argmax(1) == q.argmax(1)).mean(),
+              "9.1": lambda k: k.transpose(3, 2, 0, 1),
+              "9.2": _fold_bn,
+              "9.3": _atan2})
+WRONG.update({"8.1": lambda r, s, z: (np.round(r / s) + z).astype(np.int8),  # no clipping: wraps around
+              "8.2": 4_718_592 // 2,  # forgot the lookup table
+              "8.3": lambda w, bits: w.max() / (2 ** (bits - 1) - 1),  # ignores negative weights
+              "8.4": lambda p, q: np.isclose(p, q).all(axis=1).mean(),  # same probabilities, not same class
+              "9.1": lambda k: k.reshape(k.shape[::-1]),  # right shape, scrambled values
+              "9.2": lambda w, b, g, be, m, v, eps: (w * g, b + be),  # forgot mean and variance
+              "9.3": lambda y, x: np.arctan(y / np.where(x == 0, 1e-12, x))})  # wrong half of the plane
