@@ -80,6 +80,10 @@ class DataError(RuntimeError):
     """A data set could not be loaded; the message says why and what to do."""
 
 
+class ImageError(ValueError):
+    """Images that do not fit a model (shape, type or value range); the message says how to fix them."""
+
+
 class ChecksumError(DataError):
     """A file's checksum does not match any known copy of it."""
 
@@ -405,6 +409,22 @@ def pipeline(x: np.ndarray, y: np.ndarray, *, batch_size: int = 128, training: b
         return images, labels
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def check_images(images, shape) -> np.ndarray:
+    """Images as a model takes them: (N, *shape[1:]) numbers in 0..255 (one image may omit N); else ImageError."""
+    images, shape = np.asarray(images), tuple(None if n is None else int(n) for n in shape)
+    if images.ndim == len(shape) - 1:
+        images = images[None]
+    if images.shape[1:] != shape[1:]:
+        raise ImageError(f"the model takes images of shape {shape[1:]}, not {images.shape[1:]}: "
+                          "resize them, or add the channel axis with images[..., None]")
+    if images.dtype.kind not in "uif":
+        raise ImageError(f"images must be numbers (uint8 pixels 0-255), not {images.dtype}")
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise ImageError(f"pixel values must lie in 0..255 (got {images.min():g}..{images.max():g}); "
+                          "pass the photos as they are: the model scales them itself")
+    return images
 
 
 def _balanced_indices(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

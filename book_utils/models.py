@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 
@@ -81,3 +82,11 @@ def build_cifar_cnn(input_shape=(32, 32, 3), classes: int = 10, augment: bool = 
     outputs = layers.Dense(classes, activation="softmax", name="probabilities")(x)
     name = "cifar_cnn" + ("_augmented" if augment else "") + ("_bn" if batch_norm else "")
     return keras.Model(inputs, outputs, name=name)
+
+
+def classify(model, images, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities from a Keras model for 0..255 images, checked first (data.ImageError if they don't fit)."""
+    from book_utils import data
+
+    images = data.check_images(images, (None, *model.input_shape[1:]))
+    return model.predict(images, batch_size=batch_size, verbose=0)

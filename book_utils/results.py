@@ -84,7 +84,8 @@ def table(records: list[dict]) -> str:
     (so that the latencies compare), else from the chapter's own record, else they are left blank.
     """
     measured = {row["chapter"]: row for r in records if isinstance(r.get("comparison"), list)
-                for row in r["comparison"]}  # chapter 7's rows (chapter 2's "comparison" is its own small table)
+                for row in r["comparison"] if isinstance(row, dict) and "chapter" in row and "latency_ms" in row}
+    # (chapter 7's rows; other chapters' "comparison" entries are their own small tables)
     lines = ["| chapter | model | mode | data | test accuracy | parameters | model size | MACs per image "
              "| CPU latency (batch 1) | training time | hardware | date |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
@@ -106,3 +107,45 @@ def cat_dog_confusions(matrix, class_names) -> dict | None:
     cat, dog = class_names.index("cat"), class_names.index("dog")
     return {"cat_as_dog": int(matrix[cat, dog]), "dog_as_cat": int(matrix[dog, cat]),
             "cats": int(matrix[cat].sum()), "dogs": int(matrix[dog].sum())}
+
+
+# results/bench.json, written by tools/bench.py (`make bench`)
+
+def load_bench(path=None) -> dict | None:
+    """The bench record, or None when `make bench` has not been run."""
+    path = Path(path) if path else env.results_dir() / "bench.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def bench_table(bench: dict | None) -> str:
+    """The measurements as Markdown: smoke times, recorded full runs, latency and input pipeline."""
+    if not bench:
+        return "_No benchmark yet: run `make bench`._"
+    lat, pipe = bench["latency"], bench["input_pipeline"]
+    lines = [f"Measured on {bench['hardware']} ({bench['date']}; TensorFlow {bench['versions']['tensorflow']}, "
+             f"Keras {bench['versions']['keras']}). Latencies and throughputs are medians of {lat['repeats']} runs.",
+             "",
+             "| chapter | smoke run | smoke accuracy | full-run training | full-run accuracy |",
+             "|---|---:|---:|---:|---:|"]
+    full = {r["chapter"]: r for r in bench.get("full", [])}
+    smoke = {r["chapter"]: r for r in bench.get("smoke", [])}
+    for chapter in sorted(set(full) | set(smoke)):
+        s, f = smoke.get(chapter, {}), full.get(chapter, {})
+        lines.append(f"| {chapter} | {_num(s.get('seconds'), '{:.0f} s') if not s.get('error') else 'failed'} "
+                     f"| {_num(s.get('test_accuracy'), '{:.1%}')} | {_num(f.get('train_seconds'), '{:.0f} s')} "
+                     f"| {_num(f.get('test_accuracy'), '{:.2%}')} |")
+    lines += ["",
+              "| measurement | value |", "|---|---:|",
+              f"| CPU latency, TFLite float32, batch 1, 1 thread ({lat['model'].split(' ')[0]}) "
+              f"| {lat['float32_ms']:.2f} ms |",
+              f"| CPU latency, TFLite int8 | {lat['int8_ms']:.2f} ms |",
+              f"| int8 speed-up (float32 / int8) | {lat['int8_speedup']:.2f}x |",
+              f"| input pipeline, naive loader | {pipe['naive_images_per_second']:,.0f} images/s |",
+              f"| input pipeline, cache + shuffle + batch + parallel map + prefetch "
+              f"| {pipe['pipeline_images_per_second']:,.0f} images/s |",
+              f"| pipeline speed-up | {pipe['speedup']:.2f}x |"]
+    return "\n".join(lines)
+
+
+def _num(value, fmt: str) -> str:
+    return fmt.format(value) if value is not None else ""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from book_utils import data
+
 MODES = ("float32", "dynamic", "float16", "int8")
 
 
@@ -64,31 +66,20 @@ def interpreter(model: str | os.PathLike | bytes, threads: int = 1):
     if content[4:8] != b"TFL3":
         raise TFLiteError("this is not a TensorFlow Lite model (no TFL3 identifier in its header): "
                           "convert the Keras model with tflite.convert() first")
-    it = Interpreter(model_content=content, num_threads=threads)
+    try:
+        it = Interpreter(model_content=content, num_threads=threads)
+    except ValueError as e:  # LiteRT's own words say what is broken, not what to do
+        raise TFLiteError(f"this .tflite file is damaged ({e}); it may be truncated: "
+                          "convert the Keras model again with tflite.convert() and save the bytes whole") from None
     it.allocate_tensors()
     return it
-
-
-def _check_images(images, shape) -> np.ndarray:
-    images, shape = np.asarray(images), tuple(int(n) for n in shape)
-    if images.ndim == len(shape) - 1:
-        images = images[None]
-    if images.shape[1:] != shape[1:]:
-        raise TFLiteError(f"the model takes images of shape {shape[1:]}, not {images.shape[1:]}: "
-                          "resize them, or add the channel axis with images[..., None]")
-    if images.dtype.kind not in "uif":
-        raise TFLiteError(f"images must be numbers (uint8 pixels 0-255), not {images.dtype}")
-    if images.size and (images.min() < 0 or images.max() > 255):
-        raise TFLiteError(f"pixel values must lie in 0..255 (got {images.min():g}..{images.max():g}); "
-                          "pass the photos as they are: the model scales them itself")
-    return images
 
 
 def predict(model, images, threads: int = 1) -> np.ndarray:
     """Class probabilities for 0-255 images of the model's input size, one image at a time (float32 output)."""
     it = interpreter(model, threads) if not hasattr(model, "invoke") else model
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    images = _check_images(images, inp["shape"])
+    images = data.check_images(images, inp["shape"])
     scale, zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
     probabilities = []
@@ -117,3 +108,51 @@ def latency_ms(model, threads: int = 1, repeats: int = 50, warmup: int = 5) -> f
         it.invoke()
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
+
+
+def trained_model(filename: str, build, x_train, y_train, *, epochs: int, train_size: int | None = None,
+                  batch_size: int = 128, optimizer: str = "sgd", learning_rate: float = 0.1, seed: int = 42):
+    """An earlier chapter's trained model (env.models_dir() / filename), or, when it is absent, a
+    stand-in: build() trained for `epochs` on `train_size` of the given images with the Part II recipe.
+
+    Returns (model, source, train_seconds): source says which one it is, for the notebook and the record.
+    """
+    import keras
+
+    from book_utils import data, env, models, train
+
+    path = env.models_dir() / filename
+    if path.is_file():
+        return keras.saving.load_model(path, safe_mode=True), f"{filename} (trained in its chapter)", 0.0
+    x, y = data.subset(x_train, y_train, train_size, seed)
+    if x.ndim == 3:
+        x = x[..., None]
+    model = build()
+    steps = int(np.ceil(len(x) / batch_size))
+    train.compile_classifier(model, epochs=epochs, steps_per_epoch=steps, learning_rate=learning_rate,
+                             optimizer=optimizer)
+    augment = models.augmentation(seed) if x.shape[-1] == 3 else None  # no flips for digits
+    run = train.fit(model, data.pipeline(x, y, batch_size=batch_size, training=True, augment=augment, classes=10),
+                    epochs=epochs, verbose=0)
+    _recalibrate_batch_norm(model, x[:500])
+    return model, (f"stand-in for {filename}: {model.name} trained here for {epochs} epochs "
+                   f"on {len(x):,} images ({filename} not found in the models folder)"), run.train_seconds
+
+
+def _recalibrate_batch_norm(model, images) -> None:
+    """Set every BatchNormalization's moving mean and variance to their values on `images`.
+
+    A few dozen training steps are too few for the moving averages to settle, and a network
+    evaluated with unsettled statistics guesses; one pass with momentum 0 fixes that.
+    """
+    import keras
+
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    saved = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.momentum = 0.0
+    model(np.asarray(images, np.float32), training=True)
+    for bn, momentum in zip(norms, saved):
+        bn.momentum = momentum

@@ -1,6 +1,7 @@
 """The one training function every chapter uses: model.fit with timing and the usual callbacks."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,35 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """keras.callbacks.ModelCheckpoint for a fixed path, written atomically (same arguments).
+
+    Keras saves in place, so a run killed during a save leaves a truncated file and loses the
+    previous checkpoint too. This one saves beside the target, then renames the file into place
+    (os.replace is atomic on one file system): a reader sees the old model or the new one.
+    """
+
+    def __init__(self, filepath, **kwargs):
+        self.final_path = Path(filepath)
+        partial = self.final_path.with_name(f".{self.final_path.stem}.partial{self.final_path.suffix}")
+        super().__init__(str(partial), **kwargs)
+
+    def _publish(self):
+        partial = Path(self.filepath)
+        if partial.exists():
+            with open(partial, "rb") as f:
+                os.fsync(f.fileno())  # on disk before it takes the checkpoint's name
+            os.replace(partial, self.final_path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self._publish()
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        self._publish()
 
 
 @dataclass
@@ -79,11 +109,12 @@ def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validati
     monitor = "val_accuracy" if (validation_data is not None or validation_split) else "accuracy"
     timer = EpochTimer()
     cbs = [timer, *callbacks]
-    if backup_dir:  # first, so that an epoch is saved before any other callback reports it done
-        cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
+    if backup_dir:  # first, so that an epoch is saved before any other callback reports it done;
+        # double_checkpoint keeps the previous epoch's backup in case a save is killed half-way
+        cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
     if checkpoint:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, save_best_only=True))
+        cbs.append(AtomicModelCheckpoint(checkpoint, monitor=monitor, save_best_only=True))
     if early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping,
                                                  restore_best_weights=True))

@@ -38,9 +38,9 @@ def test_int8_model_has_int8_input_and_a_static_batch_when_asked(trained_cnn):
 def test_bad_inputs_get_clear_errors(trained_cnn, tmp_path):
     model, _, x = trained_cnn
     flatbuffer = tflite.convert(model, "float32")
-    with pytest.raises(tflite.TFLiteError, match="shape \\(28, 28, 1\\)"):
+    with pytest.raises(data.ImageError, match="shape \\(28, 28, 1\\)"):
         tflite.predict(flatbuffer, x[:, :20])
-    with pytest.raises(tflite.TFLiteError, match="0..255"):
+    with pytest.raises(data.ImageError, match="0..255"):
         tflite.predict(flatbuffer, x.astype("float32") - 300)
     with pytest.raises(tflite.TFLiteError, match="not a TensorFlow Lite model"):
         tflite.predict(b"PK\x03\x04 a zip, not a model", x)
@@ -50,3 +50,15 @@ def test_bad_inputs_get_clear_errors(trained_cnn, tmp_path):
         tflite.convert(model, "int8")
     with pytest.raises(tflite.TFLiteError, match="mode must be one of"):
         tflite.convert(model, "int4")
+
+
+def test_trained_model_loads_a_saved_model_or_trains_a_stand_in(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOK_MODELS_DIR", str(tmp_path))
+    model, source, seconds = tflite.trained_model("missing.keras", models.build_small_cnn, mnist.x_train,
+                                                  mnist.y_train, epochs=1, train_size=200, optimizer="adamw",
+                                                  learning_rate=1e-3)
+    assert source.startswith("stand-in for missing.keras") and seconds > 0 and model.input_shape == (None, 28, 28, 1)
+    model.save(tmp_path / "saved.keras")
+    again, source, seconds = tflite.trained_model("saved.keras", models.build_small_cnn, mnist.x_train,
+                                                  mnist.y_train, epochs=1)
+    assert "trained in its chapter" in source and seconds == 0 and again.count_params() == model.count_params()

@@ -58,12 +58,20 @@ README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
 def update_readme(table: str) -> None:
-    """Replace the results table in README.md (between its two markers) by the generated one."""
+    """Rewrite README's results table and benchmark tables (between their markers) from results/."""
+    from book_utils import results
+
     text = README.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    for start, end, content in ((START, END, table),
+                                (BENCH_START, BENCH_END, results.bench_table(results.load_bench(ROOT / "results" / "bench.json")))):
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{content}\n{end}{tail}"
+    README.write_text(text)
 
 
 def main(argv=None) -> int:
