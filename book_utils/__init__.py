@@ -12,20 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def _import_tensorflow_quietly():
     """TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL; hide stderr while it loads."""
-    if "tensorflow" in sys.modules:
-        return
-    try:
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no real stderr (some embedded interpreters): import as usual
+    from book_utils.env import quiet
+
+    with quiet():
         import tensorflow  # noqa: F401
-        return
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 _import_tensorflow_quietly()

@@ -20,6 +20,10 @@ precision reasons, listed in its log).
     >>> print(r)            # one row per operator, then the verdict
     >>> r.cpu_ops           # [] when everything would run on the Edge TPU
 
+Where the real tools exist, compile() runs edgetpu_compiler and runner() runs a model on the
+Edge TPU through its runtime (libedgetpu); without them they say so, and runner() falls back to
+LiteRT on the CPU.
+
 Sources:
 - Supported operations: Coral, "TensorFlow models on the Edge TPU", Supported operations,
   https://coral.ai/docs/edgetpu/models-intro/#supported-operations (the table, runtime 14, that
@@ -31,7 +35,13 @@ Sources:
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
+import re
+import shutil
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,14 +256,27 @@ class EdgeTPUReport:
     def __str__(self) -> str:
         return self.table() + "\n" + self.verdict()
 
+    def summary(self) -> dict:
+        """The verdict as plain values (for a results record): op counts, the first unsupported op and why."""
+        first = self.refused_by or self.first_unsupported
+        return {"ops": len(self.ops), "edgetpu_ops": len(self.tpu_ops), "cpu_ops": len(self.cpu_ops),
+                "refused": self.refused_by is not None,
+                "first_unsupported": None if first is None else {
+                    "index": first.index, "name": first.name, "version": first.version,
+                    "reasons": [r.kind for r in first.reasons]},
+                "op_versions": {op.name: op.version for op in self.ops}, "verdict": self.verdict()}
 
-def report(model: str | os.PathLike | bytes) -> EdgeTPUReport:
-    """Read a .tflite file (or its bytes) and check every operator against the Edge TPU's rules."""
+
+def report(model: str | os.PathLike | bytes, name: str | None = None) -> EdgeTPUReport:
+    """Read a .tflite file (or its bytes) and check every operator against the Edge TPU's rules.
+
+    name: what the report calls the model (default: the path, or "<tflite bytes>").
+    """
     if isinstance(model, (bytes, bytearray)):
-        name, data = "<tflite bytes>", bytes(model)
+        name, data = name or "<tflite bytes>", bytes(model)
     else:
         path = Path(model)
-        name = str(path)
+        name = name or str(path)
         if path.is_dir():
             raise EdgeTPUError(f"{path} is a folder, not a .tflite file. If it is a SavedModel, convert it "
                                "with tf.lite.TFLiteConverter.from_saved_model(path) and check the result.")
@@ -370,3 +393,136 @@ def _reasons(op: OpInfo) -> list[Reason]:
             f"to accept is {highest} (source: {source}): it may leave the op on the CPU or refuse the "
             f"model. Compile it to find out, or {_VERSION_FIX}"))
     return reasons
+
+
+# ---- The real tools, where they exist --------------------------------------------------------
+
+COMPILER_DOCS = "https://coral.ai/docs/edgetpu/compiler/"
+RUNTIME_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+
+
+@dataclass
+class CompileResult:
+    """What edgetpu_compiler did with a model: whether it ran, its log (or why not), the compiled file."""
+
+    ran: bool
+    ok: bool
+    log: str
+    path: Path | None = None  # the compiled model, <name>_edgetpu.tflite
+    edgetpu_ops: int | None = None
+    cpu_ops: int | None = None
+
+    def __str__(self) -> str:
+        return self.log
+
+
+def compile(model: str | os.PathLike, timeout: int = 300) -> CompileResult:
+    """Run edgetpu_compiler on a .tflite file if it is on PATH; the compiled file lands next to it.
+
+    Without the compiler (it runs on Linux x86-64 only) nothing runs and the result says so.
+    """
+    path = Path(model)
+    exe = shutil.which("edgetpu_compiler")
+    if exe is None:
+        return CompileResult(False, False, (
+            f"edgetpu_compiler is not on PATH, so {path.name} was not compiled. It runs on Linux x86-64 only; "
+            f"on Debian or Ubuntu (Colab too) install the package edgetpu-compiler from Coral's package "
+            f"repository ({COMPILER_DOCS}). Until then report() says what it would do."))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: write the converted model there first.")
+    try:  # run where the file is, with plain names, so that the log shows no machine paths
+        done = subprocess.run([exe, "-s", "-o", ".", path.name], cwd=path.parent, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return CompileResult(True, False, f"edgetpu_compiler did not finish {path.name} in {timeout} s.")
+    log = (done.stdout + done.stderr).strip()
+    compiled = path.with_name(path.stem + "_edgetpu.tflite")
+    ok = done.returncode == 0 and compiled.is_file()
+    total = _count(log, r"Total number of operations: (\d+)")
+    cpu = _count(log, r"will run on CPU: (\d+)")
+    tpu = _count(log, r"will run on Edge TPU: (\d+)")
+    if ok and total is not None:  # the compiler prints the two counts only when some ops stay on the CPU
+        cpu = cpu if cpu is not None else 0
+        tpu = tpu if tpu is not None else total - cpu
+    return CompileResult(True, ok, log, compiled if ok else None, tpu, cpu)
+
+
+def _count(log: str, pattern: str) -> int | None:
+    found = re.search(pattern, log)
+    return int(found.group(1)) if found else None
+
+
+def load_delegate(library: str | None = None):
+    """The Edge TPU runtime's LiteRT delegate, and a line saying so; (None, why not) when it does not load.
+
+    It loads only where libedgetpu is installed *and* an Edge TPU (USB Accelerator, Dev Board,
+    M.2 or PCIe card) is attached.
+    """
+    from ai_edge_litert.interpreter import load_delegate as load
+
+    name = library or RUNTIME_LIBRARY.get(platform.system(), "libedgetpu.so.1")
+    try:
+        ctypes.CDLL(name)  # first on its own: a missing library then fails quietly, not in Delegate.__del__
+        return load(name), f"Edge TPU runtime {name} loaded"
+    except (ValueError, OSError, RuntimeError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None, (f"the Edge TPU runtime did not load ({why}): it needs Coral's libedgetpu "
+                      f"(package libedgetpu1-std) and an Edge TPU device attached")
+
+
+@dataclass
+class Runner:
+    """A LiteRT interpreter for one model, on the Edge TPU or on the CPU, and a line saying which and why."""
+
+    interpreter: object
+    device: str  # "Edge TPU" or "CPU"
+    message: str
+    model: str | os.PathLike | bytes  # the model it runs (the compiled one on the Edge TPU)
+
+    def predict(self, images):
+        """Class probabilities of 0-255 images, one at a time (book_utils.tflite.predict)."""
+        from book_utils import tflite
+
+        return tflite.predict(self.interpreter, images)
+
+    def latency_ms(self, repeats: int = 50, warmup: int = 5) -> float:
+        """Median milliseconds per image (batch 1) where this runner runs."""
+        from book_utils import tflite
+
+        if self.device == "CPU":
+            return tflite.latency_ms(self.model, repeats=repeats, warmup=warmup)
+        import numpy as np  # on the Edge TPU: time this interpreter, which holds the delegate
+
+        it = self.interpreter
+        inp = it.get_input_details()[0]
+        it.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
+        for _ in range(warmup):
+            it.invoke()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            it.invoke()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1000)
+
+
+def runner(model: str | os.PathLike | bytes, compiled: str | os.PathLike | None = None,
+           threads: int = 1) -> Runner:
+    """Run on the Edge TPU when its runtime loads and a compiled model exists, else `model` on the CPU.
+
+    model: the int8 .tflite file (it runs anywhere); compiled: edgetpu_compiler's output for it
+    (it runs only with the Edge TPU: its edgetpu-custom-op is unknown to the CPU).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from book_utils import tflite
+
+    delegate, why = load_delegate()
+    if delegate is not None and compiled is not None and Path(compiled).is_file():
+        it = Interpreter(model_path=str(compiled), experimental_delegates=[delegate], num_threads=threads)
+        it.allocate_tensors()
+        return Runner(it, "Edge TPU", f"{why}: running {Path(compiled).name} on the Edge TPU", compiled)
+    if delegate is not None:
+        why += ", but there is no compiled model (run compile() first)"
+    return Runner(tflite.interpreter(model, threads), "CPU",
+                  f"{why}; running the int8 model on the CPU with LiteRT instead", model)

@@ -1,11 +1,36 @@
 """Where things live (data, results, models), seeds, hardware and notebook set-up."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import platform
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@contextlib.contextmanager
+def quiet():
+    """Hide what TensorFlow's and LiteRT's C++ code prints on stderr (it ignores TF_CPP_MIN_LOG_LEVEL),
+    and TensorFlow's Python INFO lines (which name temporary folders), for the duration of a block."""
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no real stderr (some embedded interpreters): nothing to hide
+        saved = None
+    if saved is not None:
+        os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+        tf_logger.setLevel(level)
 
 
 def repo_root() -> Path | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from book_utils import data
+from book_utils import data, env
 
 MODES = ("float32", "dynamic", "float16", "int8")
 
@@ -35,7 +35,7 @@ def convert(model, mode: str = "float32", representative=None, batch_size: int |
     if mode == "int8" and representative is None:
         raise TFLiteError("full int8 needs representative images (e.g. 200-500 training images) to "
                           "calibrate the activations: convert(model, 'int8', representative=x_train[:300])")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, env.quiet():
         spec = tf.TensorSpec((batch_size, *model.input_shape[1:]), tf.float32)
         model.export(tmp, format="tf_saved_model", input_signature=[spec], verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
@@ -67,11 +67,12 @@ def interpreter(model: str | os.PathLike | bytes, threads: int = 1):
         raise TFLiteError("this is not a TensorFlow Lite model (no TFL3 identifier in its header): "
                           "convert the Keras model with tflite.convert() first")
     try:
-        it = Interpreter(model_content=content, num_threads=threads)
+        with env.quiet():  # LiteRT announces its XNNPACK delegate on stderr
+            it = Interpreter(model_content=content, num_threads=threads)
+            it.allocate_tensors()
     except ValueError as e:  # LiteRT's own words say what is broken, not what to do
         raise TFLiteError(f"this .tflite file is damaged ({e}); it may be truncated: "
                           "convert the Keras model again with tflite.convert() and save the bytes whole") from None
-    it.allocate_tensors()
     return it
 
 
@@ -108,51 +109,3 @@ def latency_ms(model, threads: int = 1, repeats: int = 50, warmup: int = 5) -> f
         it.invoke()
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
-
-
-def trained_model(filename: str, build, x_train, y_train, *, epochs: int, train_size: int | None = None,
-                  batch_size: int = 128, optimizer: str = "sgd", learning_rate: float = 0.1, seed: int = 42):
-    """An earlier chapter's trained model (env.models_dir() / filename), or, when it is absent, a
-    stand-in: build() trained for `epochs` on `train_size` of the given images with the Part II recipe.
-
-    Returns (model, source, train_seconds): source says which one it is, for the notebook and the record.
-    """
-    import keras
-
-    from book_utils import data, env, models, train
-
-    path = env.models_dir() / filename
-    if path.is_file():
-        return keras.saving.load_model(path, safe_mode=True), f"{filename} (trained in its chapter)", 0.0
-    x, y = data.subset(x_train, y_train, train_size, seed)
-    if x.ndim == 3:
-        x = x[..., None]
-    model = build()
-    steps = int(np.ceil(len(x) / batch_size))
-    train.compile_classifier(model, epochs=epochs, steps_per_epoch=steps, learning_rate=learning_rate,
-                             optimizer=optimizer)
-    augment = models.augmentation(seed) if x.shape[-1] == 3 else None  # no flips for digits
-    run = train.fit(model, data.pipeline(x, y, batch_size=batch_size, training=True, augment=augment, classes=10),
-                    epochs=epochs, verbose=0)
-    _recalibrate_batch_norm(model, x[:500])
-    return model, (f"stand-in for {filename}: {model.name} trained here for {epochs} epochs "
-                   f"on {len(x):,} images ({filename} not found in the models folder)"), run.train_seconds
-
-
-def _recalibrate_batch_norm(model, images) -> None:
-    """Set every BatchNormalization's moving mean and variance to their values on `images`.
-
-    A few dozen training steps are too few for the moving averages to settle, and a network
-    evaluated with unsettled statistics guesses; one pass with momentum 0 fixes that.
-    """
-    import keras
-
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    if not norms:
-        return
-    saved = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.momentum = 0.0
-    model(np.asarray(images, np.float32), training=True)
-    for bn, momentum in zip(norms, saved):
-        bn.momentum = momentum

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -123,3 +124,47 @@ def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validati
                         validation_data=validation_data, validation_split=validation_split,
                         callbacks=cbs, verbose=verbose)
     return TrainingRun(history=dict(history.history), epoch_seconds=timer.seconds)
+
+
+def earlier_model(filename: str, build, x_train, y_train, *, epochs: int, train_size: int | None = None,
+                  batch_size: int = 128, optimizer: str = "sgd", learning_rate: float = 0.1, seed: int = 42):
+    """An earlier chapter's trained model (env.models_dir() / filename), or, when it is absent, a
+    stand-in: build() trained for `epochs` on `train_size` of the given images with the Part II recipe.
+
+    Returns (model, source, train_seconds): source says which one it is, for the notebook and the record.
+    """
+    from book_utils import data, env, models
+
+    path = env.models_dir() / filename
+    if path.is_file():
+        return keras.saving.load_model(path, safe_mode=True), f"{filename} (trained in its chapter)", 0.0
+    x, y = data.subset(x_train, y_train, train_size, seed)
+    if x.ndim == 3:
+        x = x[..., None]
+    model = build()
+    steps = int(np.ceil(len(x) / batch_size))
+    compile_classifier(model, epochs=epochs, steps_per_epoch=steps, learning_rate=learning_rate,
+                       optimizer=optimizer)
+    augment = models.augmentation(seed) if x.shape[-1] == 3 else None  # no flips for digits
+    run = fit(model, data.pipeline(x, y, batch_size=batch_size, training=True, augment=augment, classes=10),
+              epochs=epochs, verbose=0)
+    _recalibrate_batch_norm(model, x[:500])
+    return model, (f"stand-in for {filename}: {model.name} trained here for {epochs} epochs "
+                   f"on {len(x):,} images ({filename} not found in the models folder)"), run.train_seconds
+
+
+def _recalibrate_batch_norm(model, images) -> None:
+    """Set every BatchNormalization's moving mean and variance to their values on `images`.
+
+    A few dozen training steps are too few for the moving averages to settle, and a network
+    evaluated with unsettled statistics guesses; one pass with momentum 0 fixes that.
+    """
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    saved = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.momentum = 0.0
+    model(np.asarray(images, np.float32), training=True)
+    for bn, momentum in zip(norms, saved):
+        bn.momentum = momentum

@@ -209,12 +209,7 @@ def test_a_keras_file_that_is_not_one(tmp_path):
         keras.saving.load_model(path, safe_mode=True)
 
 
-EMPTY_MLMODEL = pytest.mark.xfail(strict=True, reason="coreml.load accepts an empty file: an empty protobuf parses "
-                                                      "as an empty Model spec (owner of coreml.py to check the spec)")
-
-
-@pytest.mark.parametrize("what, content", [NOT_MODELS[0], NOT_MODELS[2], pytest.param(*NOT_MODELS[1], marks=EMPTY_MLMODEL)],
-                         ids=[NOT_MODELS[0][0], NOT_MODELS[2][0], NOT_MODELS[1][0]])
+@pytest.mark.parametrize("what, content", NOT_MODELS, ids=[c[0] for c in NOT_MODELS])
 def test_a_core_ml_file_that_is_not_one(tmp_path, what, content):
     coreml = pytest.importorskip("book_utils.coreml")
     pytest.importorskip("coremltools")

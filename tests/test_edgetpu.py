@@ -246,3 +246,134 @@ def test_damaged_bytes_never_escape_as_other_errors(models):
         except edgetpu.EdgeTPUError:
             continue
         assert isinstance(r.verdict(), str) and isinstance(r.table(), str)
+
+
+# ---- report(name=...) and summary() -----------------------------------------------------------
+
+def test_report_name_and_summary(models):
+    r = edgetpu.report(models["leaky"], name="leaky model")
+    assert r.table().startswith("leaky model: 6 ops") and str(models["leaky"]) not in str(r)
+    s = r.summary()
+    assert s["ops"] == 6 and s["edgetpu_ops"] == 1 and s["cpu_ops"] == 5 and not s["refused"]
+    assert s["first_unsupported"] == {"index": 1, "name": "LEAKY_RELU", "version": 1, "reasons": ["op"]}
+    assert s["op_versions"]["CONV_2D"] == 3 and s["verdict"] == r.verdict()
+    assert edgetpu.report(models["int8"]).summary()["first_unsupported"] is None
+    assert edgetpu.report(models["float"]).summary()["first_unsupported"]["reasons"] == ["dtype"]
+    assert edgetpu.report(models["dynamic"]).summary()["first_unsupported"]["reasons"] == ["dynamic"]
+    refused = edgetpu.report(with_version(models["int8"].read_bytes(), "CONV_2D", 6)).summary()
+    assert refused["refused"] and refused["edgetpu_ops"] == 0 and refused["first_unsupported"]["reasons"] == ["version"]
+
+
+# ---- compile(): the real compiler where it is on PATH, a clear message where not ---------------
+
+def test_compile_without_the_compiler_says_so(models, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no edgetpu_compiler
+    result = edgetpu.compile(models["int8"])
+    assert not result.ran and not result.ok and result.path is None and result.edgetpu_ops is None
+    assert "edgetpu_compiler is not on PATH" in str(result) and "int8.tflite was not compiled" in str(result)
+    assert "Linux x86-64" in str(result) and edgetpu.COMPILER_DOCS in str(result)
+    assert str(models["int8"].parent) not in str(result)  # the file's name, not the machine's path
+
+
+FAKE_COMPILER = """#!/bin/sh
+# Stands in for edgetpu_compiler: prints what compiler 16.0 prints, writes <name>_edgetpu.tflite.
+for last; do true; done
+name="${last%.tflite}"
+echo "Edge TPU Compiler version 16.0.384591198"
+case "$name" in
+  *refused*) echo "ERROR: Didn't find op for builtin opcode 'CONV_2D' version '6'."; echo "Invalid model: $last"; exit 1;;
+esac
+cp "$last" "${name}_edgetpu.tflite"
+echo "Model compiled successfully in 12 ms."
+echo "Input model: $last"
+echo "Output model: ${name}_edgetpu.tflite"
+echo "Number of Edge TPU subgraphs: 1"
+echo "Total number of operations: 6"
+case "$name" in
+  *leaky*) echo "Number of operations that will run on Edge TPU: 1"; echo "Number of operations that will run on CPU: 5";;
+esac
+"""
+
+
+@pytest.fixture
+def fake_compiler(tmp_path, monkeypatch):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    exe = folder / "edgetpu_compiler"
+    exe.write_text(FAKE_COMPILER)
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
+    return folder
+
+
+def test_compile_runs_the_compiler_and_reads_its_counts(models, fake_compiler, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, ops in (("int8", (6, 0)), ("leaky", (1, 5))):
+        path = work / f"{name}.tflite"
+        path.write_bytes(models[name].read_bytes())
+        result = edgetpu.compile(path)
+        assert result.ran and result.ok, result.log
+        assert result.path == work / f"{name}_edgetpu.tflite" and result.path.is_file()
+        assert (result.edgetpu_ops, result.cpu_ops) == ops
+        assert f"Input model: {name}.tflite" in result.log and str(work) not in result.log  # ran where the file is
+
+
+def test_compile_reports_a_refused_model(models, fake_compiler, tmp_path):
+    path = tmp_path / "refused.tflite"
+    path.write_bytes(models["int8"].read_bytes())
+    result = edgetpu.compile(path)
+    assert result.ran and not result.ok and result.path is None
+    assert "Didn't find op for builtin opcode 'CONV_2D' version '6'" in str(result)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        edgetpu.compile(tmp_path / "missing.tflite")
+
+
+# ---- load_delegate() and runner(): the Edge TPU where it is, else LiteRT on the CPU -------------
+
+def test_missing_runtime_falls_back_to_the_cpu(models, tmp_path):
+    from book_utils import tflite
+
+    delegate, why = edgetpu.load_delegate("libedgetpu_absent_for_this_test.so.1")
+    assert delegate is None and "did not load" in why and "libedgetpu" in why
+    compiled = tmp_path / "int8_edgetpu.tflite"
+    compiled.write_bytes(models["int8"].read_bytes())
+    for given in (None, compiled):
+        runner = edgetpu.runner(models["int8"], given)
+        if runner.device == "Edge TPU":  # a machine with Coral's runtime and a device attached
+            pytest.skip("an Edge TPU is attached: the fallback is not exercised here")
+        assert runner.device == "CPU" and runner.model == models["int8"]
+        assert "running the int8 model on the CPU with LiteRT" in runner.message
+    images = np.concatenate([image[0] for image in representative_images()]) * 255
+    probabilities = runner.predict(images)
+    assert probabilities.shape == (5, 3) and np.allclose(probabilities, tflite.predict(models["int8"], images))
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=0.05)
+    assert runner.latency_ms(repeats=3, warmup=1) > 0
+
+
+# ---- the chapter's own record -------------------------------------------------------------------
+
+def test_chapter_record_flags_what_it_must():
+    """The reports that chapter 10's last run recorded (smoke or full): each model fails for its reason.
+
+    The smoke run in tests/test_notebooks.py writes the record (and asserts the same in the notebook);
+    this test reads it when it is there.
+    """
+    import json
+    import os
+
+    path = Path(os.environ["BOOK_RESULTS_DIR"]) / "10_edge_tpu.json"
+    if not path.exists():
+        pytest.skip(f"no {path.name} yet: run notebooks/10_edge_tpu.ipynb (tests/test_notebooks.py does)")
+    record = json.loads(path.read_text())
+    reports = record["edgetpu_reports"]
+    assert reports["float32"]["first_unsupported"]["reasons"] == ["dtype"] and reports["float32"]["edgetpu_ops"] == 0
+    dynamic = reports["int8, dynamic batch"]
+    assert dynamic["first_unsupported"]["reasons"] == ["dynamic"] and dynamic["edgetpu_ops"] == 0
+    static = reports["int8, batch 1"]
+    assert static["first_unsupported"] is None and static["cpu_ops"] == 0 and not static["refused"]
+    head = reports["hard-swish head"]
+    assert head["first_unsupported"]["name"] == "HARD_SWISH" and head["first_unsupported"]["reasons"] == ["op"]
+    assert 0 < head["edgetpu_ops"] < head["ops"] and head["edgetpu_ops"] == head["first_unsupported"]["index"]
+    assert record["model_bytes"] < record["float_bytes"] and 0 <= record["agreement_with_float"] <= 1
+    assert record["latency_ms"] > 0 and record["device"] in ("CPU", "Edge TPU")

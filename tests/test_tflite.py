@@ -52,13 +52,13 @@ def test_bad_inputs_get_clear_errors(trained_cnn, tmp_path):
         tflite.convert(model, "int4")
 
 
-def test_trained_model_loads_a_saved_model_or_trains_a_stand_in(mnist, tmp_path, monkeypatch):
+def test_earlier_model_loads_a_saved_model_or_trains_a_stand_in(mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("BOOK_MODELS_DIR", str(tmp_path))
-    model, source, seconds = tflite.trained_model("missing.keras", models.build_small_cnn, mnist.x_train,
+    model, source, seconds = train.earlier_model("missing.keras", models.build_small_cnn, mnist.x_train,
                                                   mnist.y_train, epochs=1, train_size=200, optimizer="adamw",
                                                   learning_rate=1e-3)
     assert source.startswith("stand-in for missing.keras") and seconds > 0 and model.input_shape == (None, 28, 28, 1)
     model.save(tmp_path / "saved.keras")
-    again, source, seconds = tflite.trained_model("saved.keras", models.build_small_cnn, mnist.x_train,
+    again, source, seconds = train.earlier_model("saved.keras", models.build_small_cnn, mnist.x_train,
                                                   mnist.y_train, epochs=1)
     assert "trained in its chapter" in source and seconds == 0 and again.count_params() == model.count_params()

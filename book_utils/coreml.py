@@ -1,0 +1,464 @@
+"""Core ML: convert a Keras model to an app-ready file, check the file on Linux, and compress its weights.
+
+Core ML can only *run* a model on Apple hardware; coremltools converts, inspects and compresses it
+anywhere. So on Linux we check the file's specification (image input, labels, metadata) and read its
+weights back: for weight-only compression, Keras running the dequantized weights computes what the
+device computes.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# Weight compressions of coremltools.optimize.coreml: name -> (kind, bits). Linear 4-bit needs iOS 18.
+QUANTIZATIONS = {"linear8": ("linear", 8), "linear4": ("linear", 4),
+                 "palette8": ("palette", 8), "palette4": ("palette", 4), "palette2": ("palette", 2)}
+WEIGHT_OPS = ("conv", "linear", "matmul")  # the MIL ops that carry a Keras layer's kernel
+
+
+class CoreMLError(ValueError):
+    """A file or model the Core ML helpers cannot use; the message says what to do."""
+
+
+def import_coremltools():
+    """coremltools, imported without its start-up warnings (no native runtime off macOS, untested TF)."""
+    log = logging.getLogger("coremltools")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import coremltools
+    finally:
+        log.setLevel(level)
+    return coremltools
+
+
+@contextlib.contextmanager
+def quiet():
+    """Keep coremltools's progress bars and warnings out of the notebook."""
+    log, level = logging.getLogger("coremltools"), logging.getLogger("coremltools").level
+    root, root_level = logging.getLogger(), logging.getLogger().level  # some passes log to the root logger
+    log.setLevel(logging.ERROR)
+    root.setLevel(logging.ERROR)
+    import warnings
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            log.setLevel(level)
+            root.setLevel(root_level)
+
+
+def can_predict() -> bool:
+    """True only on macOS with Core ML's runtime: elsewhere coremltools converts but cannot predict."""
+    return sys.platform == "darwin"
+
+
+def ensure_output_names(model) -> list[str]:
+    """Give a Keras 3 model the `output_names` coremltools's Keras path reads (Sequential and
+    subclassed models lack it); functional models already have it. Returns the names."""
+    if not getattr(model, "output_names", None):
+        model.output_names = [model.layers[-1].name] if getattr(model, "layers", None) else ["output"]
+    return list(model.output_names)
+
+
+def convert(model, class_names, *, neural_network: bool = False, target: str = "iOS15",
+            author: str = "", license: str = "", description: str = "", version: str = "1.0",
+            input_description: str = "", output_description: str = ""):
+    """Convert a Keras image classifier to a Core ML classifier that takes an image and returns a label.
+
+    The input is an ImageType (grayscale for 1 channel, RGB for 3) with the model's size and no
+    scaling: the book's models take 0-255 pixels and rescale them themselves. class_names become the
+    labels (ClassifierConfig). neural_network=True makes the older .mlmodel NeuralNetwork format,
+    else an ML program (.mlpackage) with float32 weights for `target` (e.g. "iOS15", "iOS18").
+    """
+    ct = import_coremltools()
+    shape = tuple(model.input_shape[1:])
+    if len(shape) != 3 or shape[-1] not in (1, 3) or None in shape:
+        raise CoreMLError(f"an image input needs a fixed (height, width, 1 or 3) shape, not {shape}")
+    ensure_output_names(model)
+    layout = ct.colorlayout.GRAYSCALE if shape[-1] == 1 else ct.colorlayout.RGB
+    graph_name = model.inputs[0].name  # the book's models call their input "image"; Sequential ones don't
+    image = ct.ImageType(name=graph_name, shape=(1, *shape), color_layout=layout, scale=1.0)
+    labels = ct.ClassifierConfig([str(c) for c in class_names])
+    options = ({"convert_to": "neuralnetwork"} if neural_network else
+               {"convert_to": "mlprogram", "compute_precision": ct.precision.FLOAT32,
+                "minimum_deployment_target": getattr(ct.target, target)})
+    with quiet():
+        mlmodel = ct.convert(model, inputs=[image], classifier_config=labels, **options)
+        if graph_name != "image":
+            spec = mlmodel.get_spec()
+            ct.utils.rename_feature(spec, graph_name, "image")
+            mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+    mlmodel.author, mlmodel.license, mlmodel.version = author, license, version
+    mlmodel.short_description = description
+    spec = mlmodel.get_spec()
+    mlmodel.input_description["image"] = input_description or (
+        f"{shape[1]}x{shape[0]} {'grayscale' if shape[-1] == 1 else 'RGB'} image, 0-255 pixels")
+    for out in spec.description.output:
+        kind = "the most likely class" if out.type.WhichOneof("Type") == "stringType" else "probability of each class"
+        mlmodel.output_description[out.name] = output_description if output_description and kind.startswith("the") else kind
+    mlmodel.user_defined_metadata["keras_model"] = model.name
+    return mlmodel
+
+
+def load(path):
+    """Open a saved .mlpackage or .mlmodel (without compiling it, so this works on Linux)."""
+    ct = import_coremltools()
+    path = Path(path)
+    if not path.exists():
+        raise CoreMLError(f"{path} does not exist. Save a converted model with mlmodel.save(path) first.")
+    if path.is_dir() and not (path / "Manifest.json").is_file():
+        raise CoreMLError(f"{path} is a folder but not a Core ML package (no Manifest.json in it)")
+    try:
+        with quiet():
+            mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+    except Exception as e:  # protobuf parse errors and friends
+        raise CoreMLError(f"{path} is not a Core ML model ({type(e).__name__}: {str(e)[:120]}). "
+                          "Pass a .mlpackage folder or an .mlmodel file that coremltools saved.") from e
+    if not mlmodel.get_spec().description.input:  # an empty file parses as an empty spec
+        raise CoreMLError(f"{path} is not a Core ML model (it describes no input: empty or truncated). "
+                          "Pass a .mlpackage folder or an .mlmodel file that coremltools saved.")
+    return mlmodel
+
+
+def file_bytes(path) -> int:
+    """Size on disk of a Core ML model: the .mlmodel file, or every file of the .mlpackage folder."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def verify_spec(path, *, image_size, grayscale: bool, class_names, metadata: dict | None = None) -> dict:
+    """Check a saved Core ML classifier: image input of the right size and colour space, the class
+    labels, and metadata (author, license, short_description, version...). Raises CoreMLError at the
+    first mismatch; returns what it checked, check -> what the file holds."""
+    mlmodel = load(path)
+    spec = mlmodel.get_spec()
+    found = {"format": spec.WhichOneof("Type"), "spec_version": spec.specificationVersion}
+    inputs = spec.description.input
+    if len(inputs) != 1 or inputs[0].type.WhichOneof("Type") != "imageType":
+        raise CoreMLError(f"expected one image input, found {[i.type.WhichOneof('Type') for i in inputs]}")
+    image = inputs[0].type.imageType
+    colour = {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}.get(image.colorSpace, str(image.colorSpace))
+    height, width = image_size
+    if (image.height, image.width) != (height, width):
+        raise CoreMLError(f"image input is {image.width}x{image.height}, expected {width}x{height}")
+    if colour != ("GRAYSCALE" if grayscale else "RGB"):
+        raise CoreMLError(f"image input is {colour}, expected {'GRAYSCALE' if grayscale else 'RGB'}")
+    found["input"] = f"{inputs[0].name}: image {image.width}x{image.height} {colour}"
+    kind = spec.WhichOneof("Type")
+    holder = spec.mlProgram if kind == "mlProgram" else getattr(spec, kind)
+    if kind == "mlProgram":  # an ML program keeps its labels in the classify op's class list
+        labels = _program_labels(mlmodel)
+    else:
+        labels = list(holder.stringClassLabels.vector)
+    if labels != [str(c) for c in class_names]:
+        raise CoreMLError(f"class labels are {labels}, expected {list(class_names)}")
+    found["labels"] = labels
+    found["outputs"] = [o.name for o in spec.description.output]
+    meta = spec.description.metadata
+    stored = {"author": meta.author, "license": meta.license, "short_description": meta.shortDescription,
+              "version": meta.versionString, **dict(meta.userDefined)}
+    for key, want in (metadata or {}).items():
+        if stored.get(key) != want:
+            raise CoreMLError(f"metadata {key} is {stored.get(key)!r}, expected {want!r}")
+    found["metadata"] = {k: stored[k] for k in (metadata or {})}
+    descriptions = {f.name: f.shortDescription for f in (*spec.description.input, *spec.description.output)}
+    if not all(descriptions.values()):
+        raise CoreMLError(f"features without a description: {[k for k, v in descriptions.items() if not v]}")
+    found["descriptions"] = descriptions
+    return found
+
+
+def _program_labels(mlmodel) -> list[str]:
+    """The class labels of an ML program: the list given to its classify op."""
+    main = mlmodel.get_spec().mlProgram.functions["main"]
+    for op in main.block_specializations[main.opset].operations:
+        if op.type == "classify":
+            values = op.inputs["classes"].arguments[0].value.immediateValue.list.values
+            return [v.immediateValue.tensor.strings.values[0] for v in values]
+    return []
+
+
+def _program(mlmodel):
+    """The model's MIL program (its ops and weights), read from the file."""
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    spec = mlmodel.get_spec()
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise CoreMLError("weights are read from ML programs (.mlpackage); this is a "
+                          f"{spec.WhichOneof('Type')} (.mlmodel) file")
+    with quiet():
+        return milproto_load(spec, spec.specificationVersion, mlmodel.weights_dir)
+
+
+def _value(var) -> np.ndarray:
+    """A weight as float32: a constant, or a compressed weight (quantized, palettized) expanded back."""
+    if var.val is not None:
+        return np.asarray(var.val, dtype=np.float32)
+    op = var.op
+    if op.op_type.startswith("constexpr_"):
+        return np.asarray(op.materialized_val_inference(), dtype=np.float32)
+    raise CoreMLError(f"{var.name} is computed by a {op.op_type} op, not stored")
+
+
+def weights_from_mlpackage(path_or_model) -> list[dict]:
+    """The weights of every conv / dense op of an ML program, in order, dequantized to float32:
+    [{"op": "conv", "name": ..., "weight": array, "bias": array or None, "stored_as": "const" or the
+    constexpr op that expands it}]. Core ML's layout: conv (out, in, kh, kw), dense (out, in)."""
+    mlmodel = load(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
+    found = []
+    for op in _program(mlmodel).functions["main"].operations:
+        if op.op_type not in WEIGHT_OPS:
+            continue
+        name = "y" if op.op_type == "matmul" else "weight"
+        var = op.inputs.get(name)
+        if var is None or (var.val is None and not var.op.op_type.startswith("constexpr_")):
+            continue  # a matmul of two activations, not a layer
+        weight = _value(var)
+        if op.op_type == "matmul":  # TF's MatMul(x, kernel): kernel (in, out), maybe transposed
+            weight = weight if op.inputs["transpose_y"].val else weight.T
+        bias = op.inputs.get("bias")
+        found.append({"op": op.op_type, "name": op.name, "weight": weight,
+                      "bias": None if bias is None else _value(bias), "stored_as": var.op.op_type})
+    return found
+
+
+def _kernel_layers(model) -> list:
+    import keras
+
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, kinds)]
+
+
+def _next_batch_norm(model, layer):
+    """The BatchNormalization layer that directly follows `layer`, if any (Core ML folds it in)."""
+    import keras
+
+    for node in layer._outbound_nodes:
+        op = node.operation
+        if isinstance(op, keras.layers.BatchNormalization) and len(layer._outbound_nodes) == 1:
+            return op
+    return None
+
+
+def keras_weights(model, fold_batch_norm: bool = True) -> list[dict]:
+    """The Keras model's kernels in Core ML's layout and order, with each following BatchNormalization
+    folded in (w * gamma / sqrt(var + eps), b * that + beta - mean * that), as Core ML's converter does."""
+    import keras
+
+    found = []
+    for layer in _kernel_layers(model):
+        kernel = np.asarray(layer.kernel, dtype=np.float64)
+        bias = np.asarray(layer.bias, dtype=np.float64) if layer.use_bias else None
+        if isinstance(layer, keras.layers.DepthwiseConv2D):  # (kh, kw, c, m) -> (c*m, 1, kh, kw)
+            kh, kw, c, m = kernel.shape
+            weight = kernel.reshape(kh, kw, c * m).transpose(2, 0, 1)[:, None]
+        elif isinstance(layer, keras.layers.Conv2D):  # (kh, kw, in, out) -> (out, in, kh, kw)
+            weight = kernel.transpose(3, 2, 0, 1)
+        else:  # Dense (in, out) -> (out, in)
+            weight = kernel.T
+        bn = _next_batch_norm(model, layer)
+        if bn is not None and fold_batch_norm:
+            gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
+            beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
+            factor = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+            weight = weight * factor.reshape(-1, *[1] * (weight.ndim - 1))
+            bias = (0.0 if bias is None else bias) * factor + beta - np.asarray(bn.moving_mean) * factor
+        found.append({"layer": layer.name, "weight": weight.astype(np.float32),
+                      "bias": None if bias is None else np.asarray(bias, np.float32),
+                      "batch_norm": bn if fold_batch_norm else None})
+    return found
+
+
+def _pairs(model, path_or_model) -> list[tuple[dict, dict]]:
+    """Pair each Keras conv/dense layer with its Core ML op (same order), as Core ML stores it: with the
+    next BatchNormalization folded in when the converter folded it (it usually does; not when other
+    ops sit between, e.g. a depthwise conv whose BN feeds a pooling), judged by which is nearer."""
+    folded, plain = keras_weights(model), keras_weights(model, fold_batch_norm=False)
+    theirs = weights_from_mlpackage(path_or_model)
+    if len(folded) != len(theirs):
+        raise CoreMLError(f"Keras has {len(folded)} conv/dense layers, the Core ML file {len(theirs)} weight ops")
+    pairs = []
+    for f, p, c in zip(folded, plain, theirs):
+        if f["weight"].shape != c["weight"].shape:
+            raise CoreMLError(f"{f['layer']}: Keras {f['weight'].shape} vs Core ML {c['weight'].shape}")
+        near = f if f["batch_norm"] is not None and (
+            np.abs(f["weight"] - c["weight"]).max() <= np.abs(p["weight"] - c["weight"]).max()) else p
+        pairs.append((near, c))
+    return pairs
+
+
+def compare_weights(model, path_or_model) -> dict:
+    """Pair the Keras layers with the Core ML ops (same order, same shapes) and measure the largest
+    difference of their weights. Raises CoreMLError when the two do not pair up."""
+    worst, exact, tensors, folded = 0.0, True, 0, 0
+    for k, c in _pairs(model, path_or_model):
+        folded += k["batch_norm"] is not None
+        pairs = [(k["weight"], c["weight"])]
+        if k["bias"] is not None or c["bias"] is not None:
+            zeros = np.zeros(len(k["weight"]), np.float32)
+            pairs.append((zeros if k["bias"] is None else k["bias"], zeros if c["bias"] is None else c["bias"]))
+        for a, b in pairs:
+            worst = max(worst, float(np.abs(a - b).max()))
+            exact &= bool(np.array_equal(a, b))
+            tensors += 1
+    return {"layers": len(_kernel_layers(model)), "tensors": tensors, "max_abs_difference": worst,
+            "bit_exact": exact, "batch_norms_folded": folded}
+
+
+def load_into_keras(model, path_or_model):
+    """A copy of the Keras model running the Core ML file's weights (dequantized when compressed).
+
+    Where Core ML folded a BatchNormalization into the layer before it, the copy gets the folded
+    kernel and the BN becomes a plain bias (gamma 1, mean 0, variance 1 - eps, beta the folded bias).
+    """
+    import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    layers = {layer.name: layer for layer in _kernel_layers(clone)}
+    for k, c in _pairs(clone, path_or_model):
+        layer, weight = layers[k["layer"]], c["weight"]
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw, ch, m = layer.kernel.shape
+            kernel = weight[:, 0].transpose(1, 2, 0).reshape(kh, kw, ch, m)
+        elif isinstance(layer, keras.layers.Conv2D):
+            kernel = weight.transpose(2, 3, 1, 0)
+        else:
+            kernel = weight.T
+        layer.kernel.assign(kernel)
+        bias = c["bias"] if c["bias"] is not None else np.zeros(len(weight), np.float32)
+        bn = k["batch_norm"]
+        if bn is not None:  # folded: the layer's bias moves into the BN, which becomes a plain shift
+            if layer.use_bias:
+                layer.bias.assign(np.zeros_like(bias))
+            if bn.scale:
+                bn.gamma.assign(np.ones_like(bias))
+            bn.moving_mean.assign(np.zeros_like(bias))
+            bn.moving_variance.assign(np.full_like(bias, 1 - bn.epsilon))
+            if bn.center:
+                bn.beta.assign(bias)
+            elif np.any(bias):
+                raise CoreMLError(f"{bn.name} has no beta to hold the folded bias")
+        elif layer.use_bias:
+            layer.bias.assign(bias)
+    return clone
+
+
+def kmeans_lut(weight, bits: int, iterations: int = 30):
+    """k-means in one dimension: the 2**bits values (a lookup table) that best stand for the weights,
+    and the index of each weight's nearest value. Returns (lut, indices) as coremltools's custom
+    palettization wants them. Starts from quantiles and an even grid; each step moves every value to
+    the mean of the weights nearest to it (Lloyd's algorithm, on sorted weights: fast in NumPy)."""
+    flat = np.asarray(weight, dtype=np.float64).ravel()
+    ordered = np.sort(flat)
+    sums = np.concatenate([[0.0], np.cumsum(ordered)])
+    k = 2 ** bits
+    lut = np.sort(np.concatenate([np.quantile(ordered, (np.arange(k - k // 2) + 0.5) / (k - k // 2)),
+                                  np.linspace(ordered[0], ordered[-1], k // 2)]))  # dense middle and tails
+    for _ in range(iterations):
+        edges = np.searchsorted(ordered, (lut[1:] + lut[:-1]) / 2)  # where each cluster starts
+        starts, ends = np.concatenate([[0], edges]), np.concatenate([edges, [len(ordered)]])
+        counts = ends - starts
+        means = np.where(counts > 0, (sums[ends] - sums[starts]) / np.maximum(counts, 1), lut)
+        if np.allclose(means, lut):
+            break
+        lut = np.sort(means)
+    indices = np.searchsorted((lut[1:] + lut[:-1]) / 2, flat)
+    return lut.astype(np.float32), indices.astype(np.int64)
+
+
+def quantize(mlmodel, name: str, weight_threshold: int = 2048):
+    """Compress an ML program's weights with coremltools.optimize.coreml: "linear8" (int8, per channel),
+    "linear4" (int4 per channel; the model must target iOS 18), "palette8/4/2" (a k-means lookup table
+    of 256/16/4 values per tensor, from kmeans_lut). Tensors with fewer than weight_threshold values stay float."""
+    import_coremltools()
+    import coremltools.optimize.coreml as cto
+
+    if name not in QUANTIZATIONS:
+        raise CoreMLError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {name!r}")
+    kind, bits = QUANTIZATIONS[name]
+    if kind == "linear":
+        op = (cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                          weight_threshold=weight_threshold) if bits == 8 else
+              cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_channel",
+                                          weight_threshold=weight_threshold))
+        with quiet():
+            return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op))
+    op = cto.OpPalettizerConfig(mode="custom", lut_function=functools.partial(kmeans_lut, bits=bits),
+                                weight_threshold=weight_threshold)
+    with quiet():
+        return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op))
+
+
+# ---- A custom layer: a TensorFlow op that coremltools has no translation for -----------------------
+
+def _keras_layer():
+    import keras
+
+    @keras.saving.register_keras_serializable("book_utils")
+    class EdgeOrientation(keras.layers.Layer):
+        """Sobel gradients of a grey image -> (edge strength, edge direction in radians, -pi..pi).
+
+        The direction is arctan2(gy, gx): TensorFlow's Atan2 op, which coremltools cannot convert.
+        """
+
+        def call(self, images):
+            from keras import ops
+
+            grey = ops.mean(images, axis=-1, keepdims=True) / 255.0
+            sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
+            kernels = np.stack([sobel_x, sobel_x.T], axis=-1)[:, :, None, :]  # (3, 3, 1, 2)
+            g = ops.conv(grey, kernels, padding="same")
+            gx, gy = g[..., :1], g[..., 1:]
+            return ops.concatenate([ops.sqrt(gx * gx + gy * gy), ops.arctan2(gy, gx)], axis=-1)
+
+    return EdgeOrientation
+
+
+def edge_orientation_layer():
+    """A new EdgeOrientation layer (the chapter's example of a layer Core ML does not know)."""
+    return _keras_layer()()
+
+
+def atan2_to_mil(context, node):
+    """Translate TensorFlow's Atan2(y, x) into ops Core ML has: atan(y / x) moved to the right
+    quadrant (plus pi where x < 0 and y >= 0, minus pi where x < 0 and y < 0; x == 0 gives +-pi/2)."""
+    from coremltools.converters.mil import Builder as mb
+
+    y, x = context[node.inputs[0]], context[node.inputs[1]]
+    tiny = np.float32(1e-12)
+    safe_x = mb.select(cond=mb.equal(x=x, y=np.float32(0)), a=tiny, b=x)
+    base = mb.atan(x=mb.real_div(x=y, y=safe_x))
+    half_turn = mb.select(cond=mb.greater_equal(x=y, y=np.float32(0)), a=np.float32(np.pi), b=np.float32(-np.pi))
+    shift = mb.select(cond=mb.less(x=x, y=np.float32(0)), a=half_turn, b=np.float32(0))
+    context.add(node.name, mb.add(x=base, y=shift, name=node.name))
+
+
+@contextlib.contextmanager
+def registered_tf_op(name: str, conversion):
+    """Register a conversion function for a TensorFlow op for the duration of a `with` block."""
+    import_coremltools()
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY, register_tf_op
+
+    before = _TF_OPS_REGISTRY.get(name)
+    def translate(context, node):
+        return conversion(context, node)
+
+    translate.__name__ = name  # register_tf_op files a function under its own name
+    register_tf_op(translate, override=True)
+    try:
+        yield
+    finally:
+        if before is None:
+            _TF_OPS_REGISTRY.pop(name, None)
+        else:
+            _TF_OPS_REGISTRY[name] = before

@@ -1,0 +1,168 @@
+"""Core ML helpers on Linux: the spec checks, the weights against Keras, dequantized weights back into
+Keras, clear errors, and the custom-layer conversion with and without its registration."""
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("coremltools")
+
+from book_utils import coreml, models  # noqa: E402
+
+LABELS = [str(d) for d in range(10)]
+ABOUT = {"author": "test", "license": "MIT", "version": "2.0"}
+
+
+@pytest.fixture(scope="module")
+def cnn_package(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = models.build_small_cnn()
+    path = tmp_path_factory.mktemp("coreml") / "cnn.mlpackage"
+    coreml.convert(model, LABELS, description="digits", target="iOS18", **ABOUT).save(str(path))
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def bn_model():
+    """Conv -> BN -> ReLU and a depthwise conv -> BN -> pooling, with BN statistics far from the defaults."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.DepthwiseConv2D(3, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(size=n), rng.normal(size=n), rng.uniform(0.5, 2, n)])
+    return model
+
+
+def test_spec_checks_pass_and_report_what_they_checked(cnn_package):
+    _, path = cnn_package
+    found = coreml.verify_spec(path, image_size=(28, 28), grayscale=True, class_names=LABELS,
+                               metadata={**ABOUT, "short_description": "digits"})
+    assert found["format"] == "mlProgram" and "28x28 GRAYSCALE" in found["input"]
+    assert found["labels"] == LABELS and found["metadata"]["author"] == "test"
+    assert set(found["outputs"]) == {"classLabel", "classLabel_probs"} and all(found["descriptions"].values())
+
+
+def test_spec_checks_catch_mismatches(cnn_package):
+    _, path = cnn_package
+    with pytest.raises(coreml.CoreMLError, match="RGB"):
+        coreml.verify_spec(path, image_size=(28, 28), grayscale=False, class_names=LABELS)
+    with pytest.raises(coreml.CoreMLError, match="32x32"):
+        coreml.verify_spec(path, image_size=(32, 32), grayscale=True, class_names=LABELS)
+    with pytest.raises(coreml.CoreMLError, match="class labels"):
+        coreml.verify_spec(path, image_size=(28, 28), grayscale=True, class_names=LABELS[::-1])
+    with pytest.raises(coreml.CoreMLError, match="metadata author"):
+        coreml.verify_spec(path, image_size=(28, 28), grayscale=True, class_names=LABELS, metadata={"author": "x"})
+
+
+def test_neural_network_format_keeps_image_input_and_labels(tmp_path):
+    model = models.build_small_cnn()
+    path = tmp_path / "cnn.mlmodel"
+    coreml.convert(model, LABELS, neural_network=True, **ABOUT).save(str(path))
+    found = coreml.verify_spec(path, image_size=(28, 28), grayscale=True, class_names=LABELS, metadata=ABOUT)
+    assert found["format"] == "neuralNetworkClassifier"
+
+
+def test_weights_equal_keras_bit_for_bit(cnn_package):
+    model, path = cnn_package
+    check = coreml.compare_weights(model, path)
+    assert check["bit_exact"] and check["layers"] == 5 and check["batch_norms_folded"] == 0
+
+
+def test_folded_batch_norm_weights_match_and_round_trip(bn_model, tmp_path):
+    path = tmp_path / "bn.mlpackage"
+    coreml.convert(bn_model, LABELS).save(str(path))
+    check = coreml.compare_weights(bn_model, path)
+    # The converter folds the first BN into its conv; the second stays separate ops (a transpose sits
+    # between the depthwise conv and it), and the pairing notices which is which.
+    assert check["batch_norms_folded"] == 1 and check["max_abs_difference"] < 1e-5
+    x = np.random.default_rng(2).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    rebuilt = coreml.load_into_keras(bn_model, path)
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), bn_model.predict(x, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["linear8", "linear4", "palette4"])
+def test_dequantized_weights_round_trip_into_keras(cnn_package, variant, tmp_path):
+    model, path = cnn_package
+    compressed = coreml.quantize(coreml.load(path), variant)
+    qpath = tmp_path / f"{variant}.mlpackage"
+    compressed.save(str(qpath))
+    assert coreml.file_bytes(qpath) < coreml.file_bytes(path) / 3
+    stored = coreml.weights_from_mlpackage(qpath)
+    assert any(w["stored_as"].startswith("constexpr_") for w in stored)
+    rebuilt = coreml.load_into_keras(model, qpath)
+    dense = rebuilt.get_layer("dense").kernel.numpy()
+    expected = next(w["weight"] for w in stored if w["weight"].shape == dense.T.shape)
+    np.testing.assert_array_equal(dense, expected.T)  # the clone holds exactly the dequantized weights
+    original = model.get_layer("dense").kernel.numpy()
+    assert 0 < np.abs(dense - original).max() < 0.2 * np.abs(original).max()
+    if variant == "palette4":
+        assert len(np.unique(dense)) <= 16
+
+
+def test_kmeans_lut_is_a_good_table():
+    w = np.random.default_rng(3).normal(size=5000).astype(np.float32)
+    lut, indices = coreml.kmeans_lut(w, 3)
+    assert len(lut) == 8 and indices.min() >= 0 and indices.max() < 8
+    error = np.sqrt(np.mean((lut[indices] - w) ** 2))
+    step = (w.max() - w.min()) / 7
+    assert error < step / np.sqrt(12)  # better than an even grid over the range
+
+
+def test_not_a_core_ml_file_gets_a_clear_error(tmp_path):
+    junk = tmp_path / "model.mlmodel"
+    junk.write_bytes(b"PK\x03\x04 a zip, not a model")
+    with pytest.raises(coreml.CoreMLError, match="not a Core ML model"):
+        coreml.load(junk)
+    with pytest.raises(coreml.CoreMLError, match="does not exist"):
+        coreml.verify_spec(tmp_path / "missing.mlpackage", image_size=(28, 28), grayscale=True, class_names=LABELS)
+    (tmp_path / "folder.mlpackage").mkdir()
+    with pytest.raises(coreml.CoreMLError, match="not a Core ML package"):
+        coreml.load(tmp_path / "folder.mlpackage")
+    with pytest.raises(coreml.CoreMLError, match="quantization must be one of"):
+        coreml.quantize(None, "int3")
+
+
+def test_sequential_models_convert_once_given_output_names(tmp_path):
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    assert not getattr(model, "output_names", None)
+    path = tmp_path / "seq.mlpackage"
+    coreml.convert(model, LABELS).save(str(path))  # sets output_names and names the input "image"
+    assert coreml.verify_spec(path, image_size=(28, 28), grayscale=True, class_names=LABELS)["input"].startswith("image:")
+
+
+def _edge_model():
+    return keras.Sequential([keras.Input((28, 28, 1)), coreml.edge_orientation_layer(),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+
+
+def test_custom_layer_fails_without_registration_and_converts_with_it(tmp_path):
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY
+
+    assert "Atan2" not in _TF_OPS_REGISTRY
+    with pytest.raises(NotImplementedError, match="Atan2"):
+        coreml.convert(_edge_model(), LABELS)
+    with coreml.registered_tf_op("Atan2", coreml.atan2_to_mil):
+        mlmodel = coreml.convert(_edge_model(), LABELS)
+    assert "Atan2" not in _TF_OPS_REGISTRY  # the registration ends with the block
+    path = tmp_path / "edges.mlpackage"
+    mlmodel.save(str(path))
+    ops = {op.op_type for op in coreml._program(coreml.load(path)).functions["main"].operations}
+    assert {"atan", "select", "real_div"} <= ops
+
+
+def test_atan2_composition_matches_numpy():
+    """The ops atan2_to_mil emits, mirrored in NumPy (Core ML itself cannot run on Linux)."""
+    values = np.array([-3, -1, -0.25, 0, 0.25, 1, 2], np.float32)
+    y, x = (a.ravel() for a in np.meshgrid(values, values))
+    safe_x = np.where(x == 0, np.float32(1e-12), x)
+    shift = np.where(x < 0, np.where(y >= 0, np.pi, -np.pi), 0)
+    np.testing.assert_allclose(np.arctan(y / safe_x) + shift, np.arctan2(y, x), atol=1e-6)
