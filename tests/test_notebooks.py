@@ -51,7 +51,7 @@ def test_smoke_run_learns_and_records_its_results(notebook, tmp_path):
     assert not errors(nb)
     record = json.loads((Path(os.environ["BOOK_RESULTS_DIR"]) / f"{notebook.stem}.json").read_text())
     assert record["mode"] == "smoke" and record["chapter"] == notebook.stem
-    assert record["data"] and record["params"] > 0 and record["model_bytes"] > record.get("weight_bits", 32) / 8 * record["params"]
+    assert record["data"] and record["params"] > 0 and record["model_bytes"] > 0.5 * record.get("weight_bits", 32) / 8 * record["params"]  # a real file
     assert record["test_accuracy"] >= WELL_ABOVE.get(notebook.stem, 2) * CHANCE, record
     text = "".join("".join(o.get("text", "")) for c in code_cells(nb) for o in c.get("outputs", []))
     assert f"data: {record['data']}" in text  # the notebook says which data it used
