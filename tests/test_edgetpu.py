@@ -354,15 +354,13 @@ def test_missing_runtime_falls_back_to_the_cpu(models, tmp_path):
 # ---- the chapter's own record -------------------------------------------------------------------
 
 def test_chapter_record_flags_what_it_must():
-    """The reports that chapter 10's last run recorded (smoke or full): each model fails for its reason.
+    """The reports of chapter 10's committed full run: each model fails for its reason, the int8 one passes.
 
-    The smoke run in tests/test_notebooks.py writes the record (and asserts the same in the notebook);
-    this test reads it when it is there.
+    (The smoke run in tests/test_notebooks.py asserts the same inside the notebook.)
     """
     import json
-    import os
 
-    path = Path(os.environ["BOOK_RESULTS_DIR"]) / "10_edge_tpu.json"
+    path = Path(__file__).resolve().parent.parent / "results" / "10_edge_tpu.json"
     if not path.exists():
         pytest.skip(f"no {path.name} yet: run notebooks/10_edge_tpu.ipynb (tests/test_notebooks.py does)")
     record = json.loads(path.read_text())
@@ -375,5 +373,5 @@ def test_chapter_record_flags_what_it_must():
     head = reports["hard-swish head"]
     assert head["first_unsupported"]["name"] == "HARD_SWISH" and head["first_unsupported"]["reasons"] == ["op"]
     assert 0 < head["edgetpu_ops"] < head["ops"] and head["edgetpu_ops"] == head["first_unsupported"]["index"]
-    assert record["model_bytes"] < record["float_bytes"] and 0 <= record["agreement_with_float"] <= 1
+    assert record["model_bytes"] < record["float_bytes"] / 3 and 0.9 <= record["agreement_with_float"] <= 1
     assert record["latency_ms"] > 0 and record["device"] in ("CPU", "Edge TPU")
