@@ -41,7 +41,6 @@ import platform
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -489,21 +488,7 @@ class Runner:
         """Median milliseconds per image (batch 1) where this runner runs."""
         from book_utils import tflite
 
-        if self.device == "CPU":
-            return tflite.latency_ms(self.model, repeats=repeats, warmup=warmup)
-        import numpy as np  # on the Edge TPU: time this interpreter, which holds the delegate
-
-        it = self.interpreter
-        inp = it.get_input_details()[0]
-        it.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
-        for _ in range(warmup):
-            it.invoke()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            it.invoke()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times) * 1000)
+        return tflite.latency_ms(self.interpreter, repeats=repeats, warmup=warmup)  # with its delegate, if any
 
 
 def runner(model: str | os.PathLike | bytes, compiled: str | os.PathLike | None = None,

@@ -47,6 +47,14 @@ def check(id: str, answer) -> bool:
     return hint is None
 
 
+def _block_params(block, input_channels, *args, **kwargs):
+    """count_params() of one block from book_utils.blocks on an 8x8 input (the count does not depend on the size)."""
+    import keras
+
+    inputs = keras.Input((8, 8, input_channels))
+    return keras.Model(inputs, block(inputs, *args, **kwargs)).count_params()
+
+
 def _dense_params(sizes) -> int:
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
@@ -211,12 +219,9 @@ def _horizontal_flip(fn):
 @exercise("4.1", "How many parameters has a VGG block of three 3x3 convolutions with 256 filters (with bias, "
                  "no BN) on a 128-channel input? Answer with an int.")
 def _vgg_block_params(answer):
-    import keras
-
     from book_utils.blocks import vgg_block
 
-    inputs = keras.Input((32, 32, 128))
-    expected = keras.Model(inputs, vgg_block(inputs, 256, 3)).count_params()
+    expected = _block_params(vgg_block, 128, 256, 3)
     if answer == expected:
         return None
     return ("the first convolution sees 128 channels, the next two see 256; each has 3 x 3 x inputs x filters "
@@ -279,12 +284,9 @@ def _reduction_saves(answer):
 @exercise("6.1", "How many parameters has SqueezeNet 1.1's fire2 module: 16 squeeze filters, 64 expand 1x1 "
                  "and 64 expand 3x3 filters, on a 64-channel input (all with biases)? Answer with an int.")
 def _fire_params(answer):
-    import keras
-
     from book_utils.blocks import fire_module
 
-    inputs = keras.Input((55, 55, 64))
-    expected = keras.Model(inputs, fire_module(inputs, 16, 64)).count_params()
+    expected = _block_params(fire_module, 64, 16, 64)
     if answer == expected:
         return None
     return ("three convolutions: the 1x1 squeeze sees the 64 input channels, both expands see only the "
@@ -317,13 +319,10 @@ def _separable_ratio(fn):
                  "blocks.inverted_residual on c_in channels (BN's 4 numbers per channel included; take "
                  "c_in x expansion as the hidden width).")
 def _inverted_residual_params(fn):
-    import keras
-
     from book_utils.blocks import inverted_residual
 
     for c_in, expansion, c_out, kernel in ((16, 6, 24, 3), (24, 6, 24, 3), (32, 1, 16, 3), (40, 6, 80, 5)):
-        inputs = keras.Input((16, 16, c_in))
-        expected = keras.Model(inputs, inverted_residual(inputs, c_out, expansion, 1, kernel)).count_params()
+        expected = _block_params(inverted_residual, c_in, c_out, expansion, 1, kernel)
         got = fn(c_in, expansion, c_out, kernel)
         if got != expected:
             return (f"c_in={c_in}, expansion={expansion}, c_out={c_out}, kernel={kernel} gives {expected:,}, "
@@ -345,14 +344,6 @@ def _hard_swish(fn):
 
 
 # Chapter 5: ResNet
-
-def _block_params(block, input_channels, **kwargs):
-    """count_params() of one block from book_utils.blocks on an 8x8 input."""
-    import keras
-
-    inputs = keras.Input((8, 8, input_channels))
-    return keras.Model(inputs, block(inputs, **kwargs)).count_params()
-
 
 @exercise("5.1", "Write basic_block_params(c): the parameters of a stride-1 basic residual block with c input "
                  "and c output channels (two 3x3 convolutions without bias, each followed by BN with 4 "

@@ -96,8 +96,8 @@ def predict(model, images, threads: int = 1) -> np.ndarray:
 
 
 def latency_ms(model, threads: int = 1, repeats: int = 50, warmup: int = 5) -> float:
-    """Median milliseconds per image (batch 1) of a .tflite model with LiteRT on this CPU."""
-    it = interpreter(model, threads)
+    """Median milliseconds per image (batch 1) of a .tflite model (path, bytes, or a ready interpreter)."""
+    it = model if hasattr(model, "invoke") else interpreter(model, threads)
     inp = it.get_input_details()[0]
     x = np.zeros(inp["shape"], dtype=inp["dtype"])
     it.set_tensor(inp["index"], x)
