@@ -209,10 +209,37 @@ def _value(var) -> np.ndarray:
     raise CoreMLError(f"{var.name} is computed by a {op.op_type} op, not stored")
 
 
+LAYOUT_OPS = ("transpose", "reshape", "squeeze", "expand_dims")  # move values, compute nothing
+AFFINE_OPS = ("batch_norm", "mul", "add", "sub", "real_div")  # what an unfolded batch norm becomes
+
+
+def _is_constant(var) -> bool:
+    return var.val is not None or (var.op is not None and var.op.op_type.startswith("constexpr_"))
+
+
+def _affine_after(op, channels: int) -> bool:
+    """True when the op's output (past layout-only ops) goes into a batch norm left as its own ops:
+    a batch_norm op, or a mul / add / sub / real_div with a constant of one value per channel.
+    Where the converter folded the batch norm into the op, what follows is the next layer's op
+    (an activation, a residual add, a pooling), and scalar constants (hard-swish's +3) do not count."""
+    var = op.outputs[0]
+    while len(var.child_ops) == 1 and var.child_ops[0].op_type in LAYOUT_OPS:
+        var = var.child_ops[0].outputs[0]
+    for child in var.child_ops:
+        if child.op_type == "batch_norm":
+            return True
+        if child.op_type in AFFINE_OPS:
+            others = [v for k, v in child.inputs.items() if k in ("x", "y") and v is not var]
+            if any(_is_constant(v) and int(np.prod(v.shape)) == channels for v in others):
+                return True
+    return False
+
+
 def weights_from_mlpackage(path_or_model) -> list[dict]:
     """The weights of every conv / dense op of an ML program, in order, dequantized to float32:
     [{"op": "conv", "name": ..., "weight": array, "bias": array or None, "stored_as": "const" or the
-    constexpr op that expands it}]. Core ML's layout: conv (out, in, kh, kw), dense (out, in)."""
+    constexpr op that expands it, "affine_after": whether a batch norm follows as separate ops}].
+    Core ML's layout: conv (out, in, kh, kw), dense (out, in)."""
     mlmodel = load(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
     found = []
     for op in _program(mlmodel).functions["main"].operations:
@@ -220,14 +247,15 @@ def weights_from_mlpackage(path_or_model) -> list[dict]:
             continue
         name = "y" if op.op_type == "matmul" else "weight"
         var = op.inputs.get(name)
-        if var is None or (var.val is None and not var.op.op_type.startswith("constexpr_")):
+        if var is None or not _is_constant(var):
             continue  # a matmul of two activations, not a layer
         weight = _value(var)
         if op.op_type == "matmul":  # TF's MatMul(x, kernel): kernel (in, out), maybe transposed
             weight = weight if op.inputs["transpose_y"].val else weight.T
         bias = op.inputs.get("bias")
         found.append({"op": op.op_type, "name": op.name, "weight": weight,
-                      "bias": None if bias is None else _value(bias), "stored_as": var.op.op_type})
+                      "bias": None if bias is None else _value(bias), "stored_as": var.op.op_type,
+                      "affine_after": _affine_after(op, len(weight))})
     return found
 
 
@@ -280,8 +308,9 @@ def keras_weights(model, fold_batch_norm: bool = True) -> list[dict]:
 
 def _pairs(model, path_or_model) -> list[tuple[dict, dict]]:
     """Pair each Keras conv/dense layer with its Core ML op (same order), as Core ML stores it: with the
-    next BatchNormalization folded in when the converter folded it (it usually does; not when other
-    ops sit between, e.g. a depthwise conv whose BN feeds a pooling), judged by which is nearer."""
+    next BatchNormalization folded in where the converter folded it. That is read from the program's
+    structure (is the op followed by the batch norm's own ops?), never from the weights' values:
+    compressed weights can be nearer the unfolded kernel even where the fold happened."""
     folded, plain = keras_weights(model), keras_weights(model, fold_batch_norm=False)
     theirs = weights_from_mlpackage(path_or_model)
     if len(folded) != len(theirs):
@@ -290,9 +319,7 @@ def _pairs(model, path_or_model) -> list[tuple[dict, dict]]:
     for f, p, c in zip(folded, plain, theirs):
         if f["weight"].shape != c["weight"].shape:
             raise CoreMLError(f"{f['layer']}: Keras {f['weight'].shape} vs Core ML {c['weight'].shape}")
-        near = f if f["batch_norm"] is not None and (
-            np.abs(f["weight"] - c["weight"]).max() <= np.abs(p["weight"] - c["weight"]).max()) else p
-        pairs.append((near, c))
+        pairs.append((f if f["batch_norm"] is not None and not c["affine_after"] else p, c))
     return pairs
 
 

@@ -166,3 +166,102 @@ def test_atan2_composition_matches_numpy():
     safe_x = np.where(x == 0, np.float32(1e-12), x)
     shift = np.where(x < 0, np.where(y >= 0, np.pi, -np.pi), 0)
     np.testing.assert_allclose(np.arctan(y / safe_x) + shift, np.arctan2(y, x), atol=1e-6)
+
+
+# ---- Compressed weights back into Keras, with batch norm folded where (and only where) Core ML folded it ----
+
+def _mobile_block(folded: bool):
+    """A small MobileNetV2-like net with BN after every conv. folded=True builds the reference: no BN
+    layers where Core ML folds them (conv with bias instead); the BN after the last depthwise conv,
+    which feeds a pooling through a transpose, is never folded and stays in both."""
+    def bn(x):
+        return x if folded else keras.layers.BatchNormalization()(x)
+
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = shortcut = keras.layers.ReLU(6.0)(bn(keras.layers.Conv2D(32, 3, padding="same", use_bias=folded)(x)))
+    x = keras.layers.ReLU(6.0)(bn(keras.layers.DepthwiseConv2D(3, padding="same", use_bias=folded)(x)))
+    x = keras.layers.Add()([bn(keras.layers.Conv2D(32, 1, use_bias=folded)(x)), shortcut])
+    x = keras.layers.BatchNormalization()(keras.layers.DepthwiseConv2D(3, use_bias=False)(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+@pytest.fixture(scope="module")
+def mobile_package(tmp_path_factory):
+    keras.utils.set_random_seed(4)
+    model = _mobile_block(folded=False)
+    rng = np.random.default_rng(4)
+    for layer in model.layers:  # BN factors near 1: folded and unfolded kernels differ by little
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.8, 1.25, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n),
+                               rng.uniform(0.8, 1.25, n)])
+    path = tmp_path_factory.mktemp("coreml") / "mobile.mlpackage"
+    coreml.convert(model, LABELS).save(str(path))
+    return model, path
+
+
+def _dequantize(op) -> np.ndarray:
+    """The dense weight a constexpr op stands for, computed with NumPy from what the package stores
+    (independent of coremltools's own materialization): iOS16 bit-packed lookup tables (LSB first)
+    and affine int8 (q - zero_point) * scale along axis 0."""
+    if op.op_type == "constexpr_lut_to_dense":
+        lut, packed, shape = op.lut.val, op.indices.val, op.shape.val
+        bits = int(np.log2(len(lut)))
+        unpacked = np.unpackbits(packed, bitorder="little")[: int(np.prod(shape)) * bits].reshape(-1, bits)
+        return lut[unpacked @ (1 << np.arange(bits))].reshape(shape)
+    if op.op_type == "constexpr_affine_dequantize":
+        q, zero, scale = op.quantized_data.val, op.zero_point.val, op.scale.val
+        assert int(op.axis.val) == 0
+        expand = (-1,) + (1,) * (q.ndim - 1)
+        return (q.astype(np.float32) - zero.astype(np.float32).reshape(expand)) * scale.reshape(expand)
+    raise AssertionError(f"unexpected {op.op_type}")
+
+
+def _reference_from_package(path) -> keras.Model:
+    """The net the package computes, built independently: kernels and biases straight from its weight
+    ops (dequantized with NumPy), BN layers only where the program still has them."""
+    reference = _mobile_block(folded=True)
+    ops = [op for op in coreml._program(coreml.load(path)).functions["main"].operations
+           if op.op_type in ("conv", "linear", "matmul")]
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    layers = [lay for lay in reference.layers if isinstance(lay, kinds)]
+    assert len(ops) == len(layers) == 5
+    for op, layer in zip(ops, layers):
+        var = op.weight if op.op_type != "matmul" else op.y
+        w = var.val if var.val is not None else _dequantize(var.op)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kernel = w[:, 0].transpose(1, 2, 0)[..., None]
+        elif isinstance(layer, keras.layers.Conv2D):
+            kernel = w.transpose(2, 3, 1, 0)
+        else:
+            kernel = w.T if op.op_type == "linear" else w
+        layer.kernel.assign(kernel)
+        if layer.use_bias:
+            bias = op.inputs.get("bias")
+            layer.bias.assign(np.zeros(kernel.shape[-1] if not isinstance(layer, keras.layers.DepthwiseConv2D)
+                                       else kernel.shape[2]) if bias is None else bias.val)
+    return reference
+
+
+@pytest.mark.parametrize("variant", ["palette8", "palette4", "palette2"])
+def test_palettized_package_round_trips_with_batch_norm(mobile_package, variant, tmp_path):
+    model, path = mobile_package
+    qpath = tmp_path / f"{variant}.mlpackage"
+    coreml.quantize(coreml.load(path), variant, weight_threshold=200).save(str(qpath))
+    stored = coreml.weights_from_mlpackage(qpath)
+    assert [w["stored_as"] for w in stored] == ["constexpr_lut_to_dense"] * 5
+    assert [w["affine_after"] for w in stored] == [False, False, False, True, False]
+    assert coreml.compare_weights(model, qpath)["batch_norms_folded"] == 3
+    reference = _reference_from_package(qpath)
+    kept = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)][-1]
+    [bn] = [layer for layer in reference.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    bn.set_weights(kept.get_weights())  # the BN that Core ML kept as ops is the model's own
+    x = np.random.default_rng(5).uniform(0, 255, (16, 16, 16, 3)).astype("float32")
+    rebuilt = coreml.load_into_keras(model, qpath)
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), reference.predict(x, verbose=0), atol=2e-6)
+    if variant == "palette2":  # the trap: a compressed kernel nearer the unfolded one although BN was folded
+        folded, plain = coreml.keras_weights(model), coreml.keras_weights(model, fold_batch_norm=False)
+        assert any(np.abs(p["weight"] - c["weight"]).max() < np.abs(f["weight"] - c["weight"]).max()
+                   for f, p, c in zip(folded[:3], plain[:3], stored[:3]))
