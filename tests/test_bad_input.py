@@ -4,7 +4,6 @@ This module is the single list (some cases also appear in other test files). Eac
 function and checks the error's type and the words that tell the reader what is wrong and what to do.
 """
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,32 +78,23 @@ def test_unknown_data_set_name_lists_the_choices():
         data.load("cifar100")
 
 
-def mnist_copy(tmp_path: Path, data_dir: Path) -> Path:
-    """The offline MNIST files (5k subset + official test set) copied into a fresh data folder."""
+def test_a_corrupt_data_file_is_refused(tmp_path, data_dir):
     folder = tmp_path / "data" / "mnist"
     folder.mkdir(parents=True)
-    for name in ("mnist_5k_train_subset.csv.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        shutil.copyfile(data_dir / "mnist" / name, folder / name)
-    return folder
-
-
-def test_a_corrupt_data_file_is_refused(tmp_path, data_dir):
-    folder = mnist_copy(tmp_path, data_dir)
-    labels = folder / "t10k-labels-idx1-ubyte.gz"
-    raw = bytearray(labels.read_bytes())
+    raw = bytearray((data_dir / "mnist.npz").read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # one flipped byte
-    labels.write_bytes(bytes(raw))
+    (folder / "mnist.npz").write_bytes(bytes(raw))
     with pytest.raises(data.ChecksumError, match="(?s)does not match any published checksum.*corrupt, truncated.*"
                                                  "Delete it and download it again"):
         data.load("mnist", data_dir=folder.parent, download=False)
-    assert labels.read_bytes() == bytes(raw), "a refused file is left untouched"
+    assert (folder / "mnist.npz").read_bytes() == bytes(raw), "a refused file is left untouched"
 
 
 def test_a_truncated_data_file_is_refused(tmp_path, data_dir):
     folder = tmp_path / "data" / "cifar10"
     folder.mkdir(parents=True)
-    with open(data_dir / "cifar10" / "cifar10-jpeg-q75.tar.gz", "rb") as f:
-        (folder / "cifar10-jpeg-q75.tar.gz").write_bytes(f.read(1 << 20))  # the first MB only
+    with open(data_dir / "cifar10.npz", "rb") as f:
+        (folder / "cifar10.npz").write_bytes(f.read(1 << 20))  # the first MB only
     with pytest.raises(data.ChecksumError, match="corrupt, truncated"):
         data.load("cifar10", data_dir=folder.parent, download=False)
 
