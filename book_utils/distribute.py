@@ -6,12 +6,13 @@
         train.compile_classifier(model, ...)
     train.fit(model, data.pipeline(x, y, batch_size=distribute.global_batch(128, strategy), ...), ...)
 
-Also here: the input-pipeline and training-step timings of the scaling appendix, and a launcher
+Also here: the training-step timings of the scaling appendix, and a launcher
 that runs several worker processes on this machine, isolated so that nothing listens beyond loopback.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from book_utils import measure
 
 KINDS = ("auto", "tpu", "multiworker", "mirrored", "default")
 
@@ -89,7 +92,7 @@ def strategy(kind: str = "auto"):
         if _workers_in_tf_config() < 1:
             raise RuntimeError("MultiWorkerMirroredStrategy needs TF_CONFIG: the cluster's worker addresses "
                                "and this process's index (see distribute.tf_config).")
-        return _reduce_part_by_part(tf.distribute.MultiWorkerMirroredStrategy())
+        return _multi_worker_class()()  # a subclass: see its reduce(), and why
     gpus = tf.config.list_logical_devices("GPU")
     if kind == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -99,22 +102,32 @@ def strategy(kind: str = "auto"):
     return tf.distribute.get_strategy()  # the default strategy: one device, no copies
 
 
-def _reduce_part_by_part(s):
-    """Work around keras-team/keras#20585: under MultiWorkerMirroredStrategy Keras 3's fit reduces a whole
-    (images, labels) batch in one call, and its scalar metrics along axis 0; reduce one tensor at a time,
-    along axis 0 only where there is one."""
+@functools.cache
+def _multi_worker_class():
+    """MultiWorkerMirroredStrategy whose reduce() also takes the two calls Keras 3's fit makes that
+    TensorFlow's rejects; the public class is left untouched, and only strategies made here are this one."""
     import tensorflow as tf
 
-    reduce = s.reduce
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        """tf.distribute.MultiWorkerMirroredStrategy, except that reduce() accepts a nested structure
+        (reduced one tensor at a time) and axis=0 on a scalar (reduced across replicas only).
 
-    def each(op, value, axis=None):
-        def one(v):
-            rank = (v.values[0] if hasattr(v, "values") else v).shape.rank
-            return reduce(op, v, axis=axis if rank else None)
-        return tf.nest.map_structure(one, value)
+        Keras 3's fit makes both calls under this strategy: it reduces a whole (images, labels) batch in
+        one call, and each scalar metric along axis 0, which fails in TensorFlow with "Invalid reduction
+        dimension 0 for input with 0 dimensions" (tensorflow/tensorflow#72388,
+        https://github.com/tensorflow/tensorflow/issues/72388, closed by the TensorFlow team as a
+        Keras 3 issue). Every call TensorFlow accepts gives TensorFlow's result, unchanged.
+        """
 
-    s.reduce = each
-    return s
+        def reduce(self, reduce_op, value, axis=None):
+            if tf.nest.is_nested(value):
+                return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+            one = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
+            if axis is not None and getattr(one, "shape", None) is not None and one.shape.rank == 0:
+                axis = None
+            return super().reduce(reduce_op, value, axis)
+
+    return MultiWorkerMirroredStrategy
 
 
 def describe(s) -> str:
@@ -133,6 +146,70 @@ def global_batch(per_replica: int, s) -> int:
 def scaled_learning_rate(base_rate: float, base_batch: int, batch: int) -> float:
     """The linear scaling rule (Goyal et al. 2017): k times the batch, k times the learning rate."""
     return base_rate * batch / base_batch
+
+
+# ---- Batch norm under data parallelism ------------------------------------------------------------
+# Keras's BatchNormalization normalizes each replica's part of the batch with that part's statistics
+# and keeps each replica's own moving averages (synchronized=False is the default); the weights are
+# all-reduced, these statistics are not, and a saved model keeps one replica's. Two remedies:
+
+def _batch_norms(model) -> list:
+    import keras
+
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def synchronized_batch_norm(model):
+    """A copy of the model, same weights, whose BatchNormalization layers use the whole global batch's
+    statistics at every step (synchronized=True: one all-reduce per BN layer per step), so that all
+    replicas keep the same moving averages. Call it inside strategy.scope(), then compile the copy."""
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
+
+    if not _batch_norms(model):
+        raise ValueError(f"{model.name} has no BatchNormalization layer to synchronize")
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def recalibrate_batch_norm(model, images, batch_size: int = 128) -> int:
+    """Recompute every BatchNormalization layer's moving mean and variance from `images` with the trained
+    weights: the average of its batch statistics over the batches (as "precise BN" does), the same on
+    every replica. Run it after training and before saving. Other layers run as in training too
+    (dropout), as they did when the statistics were gathered. Returns how many layers it set."""
+    bns = _batch_norms(model)
+    images = np.asarray(images)
+    if not bns:
+        raise ValueError(f"{model.name} has no BatchNormalization layer to recalibrate")
+    if len(images) < batch_size:
+        raise ValueError(f"need at least one full batch of {batch_size} images, got {len(images)}")
+    momenta = [bn.momentum for bn in bns]
+    try:
+        for k, start in enumerate(range(0, len(images) - batch_size + 1, batch_size), 1):
+            for bn in bns:  # moving = moving * (k-1)/k + batch / k: the running mean of the k batches
+                bn.momentum = (k - 1) / k
+            model(images[start:start + batch_size].astype("float32"), training=True)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+    return len(bns)
+
+
+def replica_divergence(model, s) -> float:
+    """The largest difference between the replicas' copies of any non-trainable weight (BN moving
+    statistics) of a model built under strategy s; 0.0 when they agree or there is one replica."""
+    worst = 0.0
+    for w in model.non_trainable_weights:
+        copies = [np.asarray(v) for v in s.experimental_local_results(w.value)]
+        worst = max([worst] + [float(np.abs(c - copies[0]).max()) for c in copies[1:]])
+    return worst
 
 
 # ---- Worker processes on this machine ---------------------------------------------------------
@@ -214,30 +291,12 @@ def run_local_workers(script: str | os.PathLike, args: list[str] = (), n: int = 
     return WorkerRun(codes, logs, seconds)
 
 
-# ---- Measuring input pipelines and training steps ----------------------------------------------
+# ---- Measuring training steps (input-pipeline throughput lives in measure) ------------------------
 
-def naive_dataset(x, y, batch_size: int = 128, classes: int = 10, augment=None):
-    """The input pipeline written the obvious way: one image at a time, in order, nothing overlapped."""
-    import tensorflow as tf
-
-    def prepare(image, label):
-        image = tf.cast(image, tf.float32)
-        if augment is not None:
-            image = augment(image[None], training=True)[0]
-        return image, tf.one_hot(label, classes)
-
-    return tf.data.Dataset.from_tensor_slices((x, y)).map(prepare).batch(batch_size)
-
-
-def images_per_second(dataset, batches: int, repeats: int = 3) -> float:
-    """Median images per second that a tf.data pipeline delivers over `batches` batches (no model)."""
-    rates = []
-    for _ in range(repeats):
-        start, images = time.perf_counter(), 0
-        for x, _ in dataset.take(batches):
-            images += int(x.shape[0])
-        rates.append(images / (time.perf_counter() - start))
-    return float(np.median(rates))
+# Chapter 11 calls these as distribute.naive_dataset / distribute.images_per_second; they are
+# measure's (one place for each thing), kept here under their old names for the chapter.
+naive_dataset = measure.naive_dataset
+images_per_second = measure.images_per_second
 
 
 @contextlib.contextmanager

@@ -1,9 +1,37 @@
-"""Measuring what a model costs to run: CPU latency per image."""
+"""Measuring what a model and its input cost: CPU latency per image, input-pipeline throughput."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
+
+
+# The instruction sets that decide whether int8 beats float32 on a CPU: 8-bit dot products (VNNI on x86,
+# the dot-product extension on Arm, AMX tiles) and the vector widths around them.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+             "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2")
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_features() -> dict:
+    """The CPU's model and the instruction sets that matter for int8 vs float32 speed (Linux's
+    /proc/cpuinfo; elsewhere the list is empty and says so). Record it with every latency."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model") and model in (platform.processor(), platform.machine()):
+                model = value.strip()
+            elif key in ("flags", "Features"):
+                flags |= set(value.split())
+    except OSError:
+        pass
+    isa = [f for f in ISA_FLAGS if f in flags]
+    return {"cpu": model, "machine": platform.machine(), "isa": isa if flags else None,
+            "int8_dot_product": any(f in flags for f in INT8_DOT_FLAGS) if flags else None}
 
 
 def latency_ms(model, repeats: int = 50, warmup: int = 5, threads: int | None = None) -> float:
@@ -29,3 +57,53 @@ def latency_ms(model, repeats: int = 50, warmup: int = 5, threads: int | None = 
         forward(image).numpy()
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
+
+
+# ---- Input pipelines: images per second at steady state ------------------------------------------
+
+def naive_dataset(x, y, batch_size: int = 128, classes: int = 10, augment=None):
+    """The input pipeline written the obvious way: one image at a time, in order, nothing overlapped
+    (the baseline that data.pipeline is measured against)."""
+    import tensorflow as tf
+
+    def prepare(image, label):
+        image = tf.cast(image, tf.float32)
+        if augment is not None:
+            image = augment(image[None], training=True)[0]
+        return image, tf.one_hot(label, classes)
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).map(prepare).batch(batch_size)
+
+
+def images_per_second(dataset, batches: int | None = None, repeats: int = 3,
+                      warmup_batches: int | None = None) -> float:
+    """Images per second a tf.data pipeline delivers at steady state, as training sees it (no model).
+
+    One iterator runs over dataset.repeat(), as Keras's fit keeps one across epochs. The first
+    `warmup_batches` (default: one whole epoch, so that cache() is complete, shuffle buffers have been
+    filled once and AUTOTUNE has settled) are not timed; then `repeats` windows of `batches` batches
+    each (default: one epoch, so each window pays one epoch's shuffle-buffer refill, as training
+    does) are timed, and the median rate is returned. A fresh iterator per measurement would instead
+    time the first batches of an epoch: buffer filling and an unfinished cache.
+    """
+    import tensorflow as tf
+
+    epoch = int(dataset.cardinality())
+    if (warmup_batches is None or batches is None) and epoch <= 0:
+        raise ValueError("the dataset's length is unknown or infinite: pass batches= and warmup_batches= "
+                         "(e.g. the number of batches in one epoch)")
+    batches = epoch if batches is None else batches
+    warmup_batches = epoch if warmup_batches is None else warmup_batches
+    if batches < 1 or repeats < 1 or warmup_batches < 0:
+        raise ValueError(f"need batches >= 1, repeats >= 1, warmup_batches >= 0 (got {batches}, {repeats}, "
+                         f"{warmup_batches})")
+    it = iter(dataset.repeat())
+    for _ in range(warmup_batches):
+        next(it)
+    rates = []
+    for _ in range(repeats):
+        start, images = time.perf_counter(), 0
+        for _ in range(batches):
+            images += int(tf.nest.flatten(next(it))[0].shape[0])
+        rates.append(images / (time.perf_counter() - start))
+    return float(np.median(rates))

@@ -125,6 +125,10 @@ def bench_table(bench: dict | None) -> str:
     lines = [f"Measured on {bench['hardware']} ({bench['date']}; TensorFlow {bench['versions']['tensorflow']}, "
              f"Keras {bench['versions']['keras']}). Latencies and throughputs are medians of {lat['repeats']} runs.",
              "",
+             *([f"CPU instruction sets: {', '.join(lat['cpu']['isa'] or ['unknown'])} (8-bit dot product: "
+                f"{'yes' if lat['cpu']['int8_dot_product'] else 'no'}); whether int8 beats float32 depends on them.",
+                ""] if lat.get("cpu") else []),
+             *([f"Input pipeline: {pipe['method']}.", ""] if pipe.get("method") else []),
              "| chapter | smoke run | smoke accuracy | full-run training | full-run accuracy |",
              "|---|---:|---:|---:|---:|"]
     full = {r["chapter"]: r for r in bench.get("full", [])}

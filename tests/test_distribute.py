@@ -4,6 +4,7 @@ Both run the book's unchanged training function (architectures + data.pipeline +
 train.fit) inside strategy.scope() on a few steps of real CIFAR-10, then compare the replicas' weights.
 """
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -129,3 +130,94 @@ def test_two_worker_processes_on_loopback_end_with_identical_weights(tmp_path, i
             assert p.endswith(("moving_mean", "moving_variance")), p
             assert np.allclose(weights[0][p], weights[1][p], atol=0.1), p
     assert sum(not np.array_equal(weights[0][p], initial[p]) for p in initial) > len(initial) // 2
+
+
+# Batch norm under MirroredStrategy: the replicas' moving statistics drift apart; recalibration and
+# synchronized batch norm each make them one.
+BATCH_NORM = """
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    import keras
+    import book_utils
+    from book_utils import architectures, data, distribute, train
+
+    out = Path(sys.argv[1])
+    distribute.split_cpu(2)
+    book_utils.setup(3)
+    strategy = distribute.strategy("mirrored")
+    cifar = data.load("cifar10")
+    x, y = data.subset(cifar.x_train, cifar.y_train, 256, seed=3)
+    ds = data.pipeline(x, y, batch_size=64, training=True, classes=10, seed=3)
+    with strategy.scope():
+        model = architectures.resnet_cifar(8, x.shape[1:], width=0.5)
+        train.compile_classifier(model, epochs=1, steps_per_epoch=4, learning_rate=0.05)
+    model.fit(ds, epochs=1, verbose=0)
+    found = {"trained": distribute.replica_divergence(model, strategy)}
+    found["layers"] = distribute.recalibrate_batch_norm(model, x, batch_size=64)
+    found["recalibrated"] = distribute.replica_divergence(model, strategy)
+    first = distribute._batch_norms(model)[0]
+    inputs = keras.Model(model.inputs, first.input)
+    batches = [np.asarray(inputs(x[i:i + 64].astype("float32"), training=True)) for i in range(0, 256, 64)]
+    found["mean_error"] = float(np.abs(np.mean([b.mean((0, 1, 2)) for b in batches], 0) - first.moving_mean).max())
+    found["var_error"] = float(np.abs(np.mean([b.var((0, 1, 2)) for b in batches], 0) - first.moving_variance).max())
+    with strategy.scope():
+        synced = distribute.synchronized_batch_norm(model)
+        train.compile_classifier(synced, epochs=1, steps_per_epoch=4, learning_rate=0.05)
+    found["all_synchronized"] = all(bn.synchronized for bn in distribute._batch_norms(synced))
+    found["copy_predicts_alike"] = float(np.abs(synced.predict(x[:32], verbose=0) - model.predict(x[:32], verbose=0)).max())
+    synced.fit(ds, epochs=1, verbose=0)
+    found["synchronized"] = distribute.replica_divergence(synced, strategy)
+    (out / "bn.json").write_text(json.dumps(found))
+"""
+
+
+def test_batch_norm_statistics_drift_apart_and_both_remedies_make_them_one(tmp_path):
+    path = tmp_path / "bn.py"
+    path.write_text(textwrap.dedent(BATCH_NORM))
+    done = subprocess.run([sys.executable, str(path), str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads((tmp_path / "bn.json").read_text())
+    print(found)
+    assert found["trained"] > 1e-4  # each replica averaged its own half of every batch
+    assert found["layers"] == 7 and found["recalibrated"] == 0.0
+    assert found["mean_error"] < 1e-4 and found["var_error"] < 1e-3  # the average of the batch statistics
+    assert found["all_synchronized"] and found["copy_predicts_alike"] < 1e-5
+    assert found["synchronized"] == 0.0
+
+
+MULTIWORKER_REDUCE = """
+    import json, sys
+    import tensorflow as tf
+    from book_utils import distribute
+
+    strategy = distribute._multi_worker_class()()  # what strategy("multiworker") makes; here one local worker
+    run = lambda: strategy.run(lambda: (tf.constant(2.0), tf.constant([1.0, 3.0])))
+    scalar, vector = run()
+    found = {"type": type(strategy).__name__,
+             "is_upstream": isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
+             "upstream_untouched": tf.distribute.MultiWorkerMirroredStrategy.reduce is tf.distribute.Strategy.reduce,
+             "nested": [float(v) for v in strategy.reduce("MEAN", (scalar, vector), axis=0)],
+             "scalar": float(strategy.reduce("SUM", scalar, axis=0)),
+             "vector": float(strategy.reduce("MEAN", vector, axis=0))}
+    try:
+        tf.distribute.MultiWorkerMirroredStrategy.reduce(strategy, "MEAN", scalar, axis=0)
+        found["upstream_scalar"] = "accepted"
+    except Exception as e:
+        found["upstream_scalar"] = type(e).__name__ + ": " + str(e)[:200]
+    print(json.dumps(found))
+"""
+
+
+def test_multiworker_strategy_reduces_what_keras_passes_without_patching_tensorflow(tmp_path):
+    path = tmp_path / "reduce.py"
+    path.write_text(textwrap.dedent(MULTIWORKER_REDUCE))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}  # no cluster, no server
+    done = subprocess.run([sys.executable, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["is_upstream"] and found["type"] == "MultiWorkerMirroredStrategy"
+    assert found["upstream_untouched"]
+    assert found["nested"] == [2.0, 2.0] and found["scalar"] == 2.0 and found["vector"] == 2.0
+    assert "Invalid reduction dimension" in found["upstream_scalar"]  # what Keras's fit trips on upstream

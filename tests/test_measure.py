@@ -1,0 +1,96 @@
+"""Input-pipeline throughput at steady state, against independent measurements; the CPU's instruction sets."""
+import time
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from book_utils import data, distribute, measure, models  # noqa: E402
+
+BATCH, BATCHES, STEP, FIRST = 16, 8, 0.005, 0.04  # images per batch, batches per epoch, seconds
+
+
+def _sleep(seconds):
+    return lambda i: tf.py_function(lambda j: (time.sleep(seconds), j)[1], [i], tf.int64)
+
+
+def _cached_pipeline():
+    """An epoch of BATCHES batches: slow to make the first time (FIRST s a batch), then cached, and
+    STEP s a batch of work after the cache, every epoch (like augmentation)."""
+    ds = tf.data.Dataset.range(BATCHES).map(_sleep(FIRST)).cache().map(_sleep(STEP))
+    return ds.map(lambda i: tf.zeros((BATCH, 4)) + tf.cast(i, tf.float32)).apply(
+        tf.data.experimental.assert_cardinality(BATCHES))
+
+
+def _manual_rate(ds, epochs: int = 3) -> float:
+    """Independent measurement: one iterator over the repeated dataset, one untimed epoch, then the
+    images of `epochs` whole epochs over their total time."""
+    per_epoch = int(ds.cardinality())
+    it = iter(ds.repeat())
+    for _ in range(per_epoch):
+        next(it)
+    start = time.perf_counter()
+    n = sum(int(tf.nest.flatten(next(it))[0].shape[0]) for _ in range(epochs * per_epoch))
+    return n / (time.perf_counter() - start)
+
+
+def test_steady_state_rate_excludes_the_cache_filling_epoch():
+    ds = _cached_pipeline()
+    rate = measure.images_per_second(ds, repeats=3)
+    assert rate <= BATCH / STEP * 1.02  # no faster than the work it must do
+    manual = _manual_rate(_cached_pipeline())
+    assert manual / 1.5 < rate < manual * 1.5
+    # A fresh iterator over the first batches, the old method, times the cache being filled:
+    start = time.perf_counter()
+    first = sum(int(x.shape[0]) for x in _cached_pipeline().take(BATCHES)) / (time.perf_counter() - start)
+    assert rate > 3 * first
+
+
+def test_windows_and_warmup_can_be_given_and_bad_values_are_refused():
+    ds = _cached_pipeline()
+    assert measure.images_per_second(ds, batches=3, warmup_batches=BATCHES, repeats=1) <= BATCH / STEP * 1.02
+    endless = tf.data.Dataset.from_tensors(tf.zeros((BATCH, 4))).repeat()
+    with pytest.raises(ValueError, match="unknown or infinite"):
+        measure.images_per_second(endless)
+    assert measure.images_per_second(endless, batches=2, warmup_batches=0, repeats=1) > 0
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        measure.images_per_second(ds, repeats=0)
+
+
+def test_real_pipeline_rate_matches_a_manual_measurement(cifar10):
+    x, y = cifar10.x_train[:1024], cifar10.y_train[:1024]
+    def tuned():
+        return data.pipeline(x, y, batch_size=128, training=True, augment=models.augmentation(0), classes=10)
+
+    rate = measure.images_per_second(tuned(), repeats=3)
+    manual = _manual_rate(tuned())
+    assert manual / 2 < rate < manual * 2
+    naive = measure.naive_dataset(x, y, 128)
+    images, labels = next(iter(naive))
+    assert images.shape == (128, 32, 32, 3) and labels.shape == (128, 10)
+    assert distribute.images_per_second is measure.images_per_second  # chapter 11's old name
+
+
+def test_cpu_features_name_the_int8_instructions():
+    found = measure.cpu_features()
+    assert found["cpu"] and found["machine"]
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    assert set(found["isa"]) == {f for f in measure.ISA_FLAGS if f in flags}
+    assert found["int8_dot_product"] == bool(flags & set(measure.INT8_DOT_FLAGS))
+
+
+def test_bench_table_states_the_cpu_instructions_and_the_method():
+    from book_utils import results
+
+    bench = {"hardware": "x", "date": "d", "versions": {"tensorflow": "t", "keras": "k"},
+             "latency": {"repeats": 5, "model": "m", "float32_ms": 2.0, "int8_ms": 1.0, "int8_speedup": 2.0,
+                         "cpu": {"isa": ["avx2"], "int8_dot_product": False}},
+             "input_pipeline": {"method": "steady state", "naive_images_per_second": 1000.0,
+                                "pipeline_images_per_second": 2500.0, "speedup": 2.5}}
+    table = results.bench_table(bench)
+    assert "CPU instruction sets: avx2 (8-bit dot product: no)" in table and "Input pipeline: steady state." in table
+    assert "| 2.50x |" in table
