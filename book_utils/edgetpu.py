@@ -4,10 +4,20 @@ The Edge TPU compiler (edgetpu_compiler, last release 16.0) runs only on Linux x
 not needed here: report() reads the model's flatbuffer, without running it, and checks each
 operator of the main subgraph, in execution order, for what the compiler requires:
 
-- full integer quantization: 8-bit tensors only (int32 is allowed for biases and shapes);
+- full integer quantization: 8-bit tensors only (int32 only for constants: biases, shapes, axes);
 - static shapes: no dimension only known at run time (-1 in a tensor's shape_signature);
-- an operator on Coral's list of supported operations;
+- tensor rank: 1-, 2- or 3-dimensional; beyond 3 dimensions only the 3 innermost may exceed 1;
+- model parameters (weights, bias tensors) constant at compile time;
+- an operator on Coral's list of supported operations, within the table's known limitations
+  (no fused activation in pooling and concatenation, MEAN and PAD along x/y only, SOFTMAX on a
+  1-D input of at most 16,000 elements, STRIDED_SLICE with unit strides and no ellipsis or
+  new-axis mask, SQUEEZE of leading 1s only, RESIZE_* and FULLY_CONNECTED shapes);
 - an operator version the compiler is known to accept (newer converters emit newer versions).
+
+EdgeTPUReport.memory() adds up the parameters of the ops mapped to the Edge TPU against its on-chip
+memory (about 8 MB, part of it taken by the compiled executable first): what does not fit is
+streamed from the host at every inference, which the compiler's log reports as "Off-chip memory
+used for streaming uncached model parameters".
 
 The compiler maps operators to the Edge TPU until the first one it cannot map; that one and
 everything after it run on the CPU, even operators the Edge TPU could run. An operator version
@@ -25,13 +35,32 @@ Edge TPU through its runtime (libedgetpu); without them they say so, and runner(
 LiteRT on the CPU.
 
 Sources:
-- Supported operations: Coral, "TensorFlow models on the Edge TPU", Supported operations,
-  https://coral.ai/docs/edgetpu/models-intro/#supported-operations (the table, runtime 14, that
-  compiler 16.0 targets). Read from the copy of that table on Axis's ARTPEC-7 page (its
-  accelerator is the Edge TPU), https://developer.axis.com/computer-vision/on-device/system-on-chip/artpec-7/supported-ops/,
-  an older copy of the Coral table, and google-coral/edgetpu CHANGES.md (runtime 13 added
-  ExpandDims, Pack, Quantize, Sum and TransposeConv).
+- Coral, "TensorFlow models on the Edge TPU", https://coral.ai/docs/edgetpu/models-intro/
+  (model requirements: https://coral.ai/docs/edgetpu/models-intro/#model-requirements; supported
+  operations: https://coral.ai/docs/edgetpu/models-intro/#supported-operations). What was read of it
+  here: its model requirements and the known-limitations column, from a verbatim copy of an earlier
+  version of the page (github.com/dgist-datalab/Datalab_Intern, Edge_TPU/convert_model_for_Edge_TPU.md),
+  and the list of operations for runtime 14, which compiler 16.0 targets, from the copy of that table
+  on Axis's ARTPEC-7 page (its accelerator is the Edge TPU),
+  https://developer.axis.com/computer-vision/on-device/system-on-chip/artpec-7/supported-ops/, with
+  google-coral/edgetpu CHANGES.md (runtime 13 added ExpandDims, Pack, Quantize, Sum and TransposeConv).
+  The live page's table could not be read from this machine (no network; the stored copies of the page
+  end before the table), so RSQRT and SQUARED_DIFFERENCE, which no copy read here lists, stay off the
+  list: an op reported as CPU-only that the compiler maps is the safe error. Check the live page.
 - Operator versions: see OP_VERSIONS below; each figure says where it comes from.
+
+The compiler-16 op-version pitfall: compiler 16.0 (2021) knows only the operator versions that
+existed then; a newer TensorFlow may write a newer version of an op (CONV_2D 6, QUANTIZE 3,
+TRANSPOSE_CONV 4, EXP 2 are known cases, see OP_VERSIONS), and then the compiler stops with
+"Didn't find op for builtin opcode ... version ..." and compiles nothing. The versions depend on
+what the converter is asked for, so convert with the plain full-integer settings that tflite.convert
+uses: optimizations = [tf.lite.Optimize.DEFAULT], a representative dataset,
+supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] only (not the 16x8 ops set: its int16
+activations cannot run on the Edge TPU anyway), integer input and output (inference_input_type and
+inference_output_type tf.int8 or tf.uint8: no float QUANTIZE/DEQUANTIZE at the ends), and a fixed
+batch of 1. With those, TensorFlow 2.21 wrote only versions listed as accepted below for the models
+of tests/test_edgetpu.py (float input and output add a float QUANTIZE and a DEQUANTIZE; the 16x8 set
+int16 tensors); the report shows each op's version: check it before compiling.
 """
 from __future__ import annotations
 
@@ -64,9 +93,9 @@ SUPPORTED_OPS = frozenset({
     "TRANSPOSE",
     "edgetpu-custom-op",  # the op an already compiled model runs on the Edge TPU
 })
-# Not listed, so reported as running on the CPU: RSQRT and SQUARED_DIFFERENCE (not in the
-# copies of Coral's table read for this module: check the live page), and LEAKY_RELU and
-# HARD_SWISH, which Coral does not support (google-coral/edgetpu#272, #165).
+# Not listed, so reported as running on the CPU: RSQRT and SQUARED_DIFFERENCE (in no copy of
+# Coral's table that could be read here; see Sources), and LEAKY_RELU and HARD_SWISH, which Coral
+# does not support (google-coral/edgetpu#272, #165).
 
 # name: (highest version known to be accepted, lowest version compiler 16.0 is known to
 # refuse or None, where the figures come from).
@@ -134,7 +163,15 @@ _STATIC_FIX = ("the Edge TPU needs every shape fixed at compile time. Fix the ba
                "(keras.Input(shape, batch_size=1)) and make all other shapes static, then convert again")
 _VERSION_FIX = ("convert with an older TensorFlow, or avoid the feature that needs the newer version "
                 "(for example 16-bit activations or grouped convolutions), then check again")
-_OK_DTYPES = {"int8", "uint8", "int32"}  # int32: biases and shape operands
+_OK_DTYPES = {"int8", "uint8", "int32"}  # int32: only constants (biases, shapes, axes)
+RANK_RULE = ("tensors are 1-, 2- or 3-dimensional; if a tensor has more than 3 dimensions, only the 3 "
+             "innermost may have a size greater than 1")
+# Which inputs of an op are its parameters (weights, bias), which must be constant at compile time.
+PARAMETER_INPUTS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED": (1, 2),
+                    "TRANSPOSE_CONV": (1, 3)}
+# About 8 MB of on-chip SRAM caches parameter data; part of it first holds the compiled executable,
+# so what is cached is at most this, and the rest is streamed from the host at every inference.
+ON_CHIP_BYTES = 8 * 2**20
 
 
 class EdgeTPUError(ValueError):
@@ -143,12 +180,18 @@ class EdgeTPUError(ValueError):
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One tensor: dtype, shape, and shape_signature (-1 marks a dimension known only at run time)."""
+    """One tensor: dtype, shape, and shape_signature (-1 marks a dimension known only at run time);
+    constant: its values are stored in the file (weights, biases, shape operands), with their bytes
+    and, for small integer constants (axes, paddings, strides), the values themselves."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     shape_signature: tuple[int, ...]
+    constant: bool = False
+    nbytes: int = 0
+    values: tuple[int, ...] | None = None
+    index: int = -1  # position in the subgraph's tensor list
 
     @property
     def dynamic(self) -> bool:
@@ -181,6 +224,7 @@ class OpInfo:
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     reasons: list[Reason] = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # fused_activation, strided-slice masks, squeeze_dims
 
     @property
     def edgetpu(self) -> bool:
@@ -252,8 +296,20 @@ class EdgeTPUReport:
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[6] for r in rows]
         return "\n".join([f"{self.path}: {len(self.ops)} ops (Edge TPU compiler {COMPILER} rules)"] + lines)
 
+    def memory(self) -> dict:
+        """The parameters (constant tensors) of the ops mapped to the Edge TPU against its on-chip memory:
+        about 8 MB caches them, less what the compiled executable takes first, so `cached_at_most` is an
+        upper bound and `streamed_at_least` (read from the host at every inference: slower) a lower one."""
+        params = {t.index: t.nbytes for op in self.tpu_ops for t in op.inputs if t.constant}
+        n = sum(params.values())
+        return {"parameter_bytes": n, "on_chip_bytes": ON_CHIP_BYTES, "cached_at_most": min(n, ON_CHIP_BYTES),
+                "streamed_at_least": max(0, n - ON_CHIP_BYTES)}
+
     def __str__(self) -> str:
-        return self.table() + "\n" + self.verdict()
+        m = self.memory()
+        return (self.table() + f"\nparameters on the Edge TPU: {m['parameter_bytes']:,} bytes (on-chip memory "
+                f"about {ON_CHIP_BYTES / 2**20:.0f} MiB; at least {m['streamed_at_least']:,} bytes would be streamed "
+                "from the host)\n" + self.verdict())
 
     def summary(self) -> dict:
         """The verdict as plain values (for a results record): op counts, the first unsupported op and why."""
@@ -263,7 +319,8 @@ class EdgeTPUReport:
                 "first_unsupported": None if first is None else {
                     "index": first.index, "name": first.name, "version": first.version,
                     "reasons": [r.kind for r in first.reasons]},
-                "op_versions": {op.name: op.version for op in self.ops}, "verdict": self.verdict()}
+                "op_versions": {op.name: op.version for op in self.ops}, "verdict": self.verdict(),
+                "parameter_bytes": self.memory()["parameter_bytes"]}
 
 
 def report(model: str | os.PathLike | bytes, name: str | None = None) -> EdgeTPUReport:
@@ -331,8 +388,14 @@ def _read_ops(data: bytes) -> list[OpInfo]:
         t = graph.Tensors(i)
         shape = tuple(int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else ()))
         signature = tuple(int(d) for d in t.ShapeSignatureAsNumpy()) if t.ShapeSignatureLength() else shape
-        return TensorInfo((t.Name() or b"").decode(errors="replace"), dtypes.get(t.Type(), f"type{t.Type()}"),
-                      shape, signature)
+        dtype = dtypes.get(t.Type(), f"type{t.Type()}")
+        buffer = model.Buffers(t.Buffer()) if 0 < t.Buffer() < model.BuffersLength() else None
+        nbytes = 0 if buffer is None else (buffer.Size() if buffer.Offset() > 1 else buffer.DataLength())
+        values = None
+        if nbytes and buffer.DataLength() and dtype in ("int32", "int64") and nbytes <= 512:
+            values = tuple(int(v) for v in buffer.DataAsNumpy().view(dtype))
+        return TensorInfo((t.Name() or b"").decode(errors="replace"), dtype, shape, signature,
+                          bool(nbytes), int(nbytes), values, i)
 
     ops = []
     for i in range(graph.OperatorsLength()):
@@ -344,8 +407,26 @@ def _read_ops(data: bytes) -> list[OpInfo]:
             name = (code.CustomCode() or b"CUSTOM").decode(errors="replace")
         ins = [tensor(int(t)) for t in (op.InputsAsNumpy() if op.InputsLength() else ()) if t >= 0]
         outs = [tensor(int(t)) for t in (op.OutputsAsNumpy() if op.OutputsLength() else ()) if t >= 0]
-        ops.append(OpInfo(i, name, code.Version(), ins, outs))
+        ops.append(OpInfo(i, name, code.Version(), ins, outs, options=_options(schema, op, name)))
     return ops
+
+
+def _options(schema, op, name: str) -> dict:
+    """The builtin options the Edge TPU's per-op limits depend on."""
+    table = op.BuiltinOptions()
+    kinds = {"AVERAGE_POOL_2D": "Pool2DOptions", "MAX_POOL_2D": "Pool2DOptions",
+             "CONCATENATION": "ConcatenationOptions", "STRIDED_SLICE": "StridedSliceOptions",
+             "SQUEEZE": "SqueezeOptions"}
+    if table is None or name not in kinds:
+        return {}
+    options = getattr(schema, kinds[name])()
+    options.Init(table.Bytes, table.Pos)
+    if name == "STRIDED_SLICE":
+        return {"ellipsis_mask": options.EllipsisMask(), "new_axis_mask": options.NewAxisMask()}
+    if name == "SQUEEZE":
+        return {"squeeze_dims": [int(d) for d in options.SqueezeDimsAsNumpy()] if options.SqueezeDimsLength() else []}
+    activations = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+    return {"fused_activation": activations.get(options.FusedActivationFunction(), "NONE")}
 
 
 def _span(a: int, b: int) -> str:
@@ -358,14 +439,38 @@ def _where(op: OpInfo, bad) -> str:
     return ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
 
 
+def _bad_dtype(t: TensorInfo) -> bool:
+    return t.dtype not in _OK_DTYPES or (t.dtype == "int32" and not t.constant)
+
+
 def _reasons(op: OpInfo) -> list[Reason]:
     reasons = []
     tensors = op.inputs + op.outputs
-    wrong = sorted({t.dtype for t in tensors} - _OK_DTYPES)
+    wrong = sorted({t.dtype for t in tensors if _bad_dtype(t)})
     if wrong:
-        where = _where(op, lambda t: t.dtype not in _OK_DTYPES)
+        where = _where(op, _bad_dtype)
+        fix = (_FULL_INT8_FIX if wrong != ["int32"] else
+               "int32 is allowed only for constants (biases, shapes, axes); an op that computes int32 values "
+               "(ARG_MAX, a cast, integer arithmetic) runs on the CPU: move it to the end of the model")
         reasons.append(Reason("dtype", f"{'/'.join(wrong)} tensors",
-                              f"uses {' and '.join(wrong)} tensors ({where}): {_FULL_INT8_FIX}"))
+                              f"uses {' and '.join(wrong)} tensors ({where}): {fix}"))
+    deep = [t for t in tensors if not t.constant and len(t.shape) > 3 and _product(t.shape[:-3]) > 1]
+    if deep:
+        reasons.append(Reason("rank", "more than 3 dimensions",
+                              f"has a tensor with more than 3 dimensions larger than 1 "
+                              f"({_where(op, lambda t: t in deep)}): {RANK_RULE}. Keep the batch at 1 and "
+                              "fold extra dimensions into the last three"))
+    if op.name in PARAMETER_INPUTS:
+        variable = [i for i in PARAMETER_INPUTS[op.name] if i < len(op.inputs) and not op.inputs[i].constant]
+        if variable:
+            reasons.append(Reason("parameters", "weights not constant",
+                                  f"takes its weights or bias from another op (input {variable[0]} "
+                                  f"{op.inputs[variable[0]]}), not from a constant: model parameters such as "
+                                  "bias tensors must be constant at compile time"))
+    limit = _op_limit(op)
+    if limit:
+        reasons.append(Reason("limit", "op limit", f"exceeds the Edge TPU's limit for {op.name}: {limit} "
+                                                   f"({SUPPORTED_OPS_URL})"))
     if any(t.dynamic for t in tensors):
         where = _where(op, lambda t: t.dynamic)
         reasons.append(Reason("dynamic", "dynamic shape",
@@ -392,6 +497,48 @@ def _reasons(op: OpInfo) -> list[Reason]:
             f"to accept is {highest} (source: {source}): it may leave the op on the CPU or refuse the "
             f"model. Compile it to find out, or {_VERSION_FIX}"))
     return reasons
+
+
+def _product(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= max(int(d), 1)
+    return n
+
+
+def _op_limit(op: OpInfo) -> str | None:
+    """The first of Coral's per-op limits ("Known limitations" in the table) this op exceeds, if any."""
+    first_in = op.inputs[0].shape if op.inputs else ()
+    if op.options.get("fused_activation", "NONE") != "NONE":
+        return f"no fused activation function (this one fuses {op.options['fused_activation']})"
+    if op.name == "CONCATENATION" and any(t.constant for t in op.inputs) and len(op.inputs) != 2:
+        return "with a constant input, only 2 inputs (the constant all zeros: a zero padding)"
+    if op.name == "MEAN" and len(first_in) == 4 and len(op.inputs) > 1 and op.inputs[1].values is not None:
+        axes = {a % 4 for a in op.inputs[1].values}
+        if not axes <= {1, 2}:
+            return f"reduction along x and/or y only, not along axes {sorted(axes)}"
+    if op.name == "PAD" and len(first_in) == 4 and len(op.inputs) > 1 and op.inputs[1].values is not None:
+        pads = op.inputs[1].values
+        if any(pads[2 * d] or pads[2 * d + 1] for d in (0, 3)):
+            return "padding along x and/or y only, not along the batch or channels"
+    if op.name == "SOFTMAX" and first_in and (sum(d > 1 for d in first_in) > 1 or _product(first_in) > 16000):
+        return f"a 1-D input of at most 16,000 elements, not {first_in}"
+    if op.name == "FULLY_CONNECTED" and op.outputs and sum(d > 1 for d in op.outputs[0].shape) > 1:
+        return f"a one-dimensional output, not {op.outputs[0].shape}"
+    if op.name in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR") and len(first_in) == 4 and first_in[0] != 1:
+        return f"a 3-dimensional input and output (batch 1), not {first_in}"
+    if op.name == "STRIDED_SLICE":
+        strides = op.inputs[3].values if len(op.inputs) > 3 else None
+        if (strides is not None and any(s != 1 for s in strides)) or op.options.get("ellipsis_mask") \
+                or op.options.get("new_axis_mask"):
+            return "all strides 1, no ellipsis mask and no new-axis mask"
+    if op.name == "SQUEEZE" and first_in:
+        dims = [d % len(first_in) for d in op.options.get("squeeze_dims") or []] or \
+            [i for i, d in enumerate(first_in) if d == 1]
+        first_big = next((i for i, d in enumerate(first_in) if d > 1), len(first_in))
+        if any(d > first_big for d in dims):
+            return f"only leading 1s squeezed (no relayout), not dimensions {dims} of {first_in}"
+    return None
 
 
 # ---- The real tools, where they exist --------------------------------------------------------

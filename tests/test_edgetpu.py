@@ -375,3 +375,74 @@ def test_chapter_record_flags_what_it_must():
     assert 0 < head["edgetpu_ops"] < head["ops"] and head["edgetpu_ops"] == head["first_unsupported"]["index"]
     assert record["model_bytes"] < record["float_bytes"] / 3 and 0.9 <= record["agreement_with_float"] <= 1
     assert record["latency_ms"] > 0 and record["device"] in ("CPU", "Edge TPU")
+
+
+# ---- Coral's model requirements and per-op limits ("TensorFlow models on the Edge TPU") -------------
+
+def limits_model():
+    """Every op but the last three exceeds one of Coral's per-op limits (or needs nothing: the conv)."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 1), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.Lambda(lambda t: keras.ops.pad(t, [[0, 0], [0, 0], [0, 0], [0, 8]]))(x)  # pads channels
+    x = keras.layers.Lambda(lambda t: t[:, ::2, ::2, :])(x)  # strides 2
+    x = keras.layers.Softmax()(x)  # over a 4-D tensor
+    x = keras.layers.Lambda(lambda t: keras.ops.mean(t, axis=-1, keepdims=True))(x)  # over channels
+    x = keras.layers.GlobalAveragePooling2D()(x)  # MEAN over x and y: allowed
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def test_per_op_limits_of_corals_table_are_checked():
+    r = edgetpu.report(convert(limits_model()))
+    found = [(op.name, [reason.kind for reason in op.reasons]) for op in r.ops]
+    assert found == [("CONV_2D", []), ("PAD", ["limit"]), ("STRIDED_SLICE", ["limit"]), ("SOFTMAX", ["limit"]),
+                     ("MEAN", ["limit"]), ("MEAN", []), ("FULLY_CONNECTED", []), ("SOFTMAX", [])]
+    assert "x and/or y only" in r.ops[1].reason and "strides 1" in r.ops[2].reason
+    assert "16,000" in r.ops[3].reason and "axes [3]" in r.ops[4].reason
+    assert r.first_unsupported.index == 1 and len(r.tpu_ops) == 1
+
+
+def _tensor(shape, dtype="int8", constant=False, nbytes=0, index=0):
+    return edgetpu.TensorInfo("t", dtype, tuple(shape), tuple(shape), constant, nbytes, None, index)
+
+
+def test_rank_int32_and_constant_parameter_rules():
+    five_d = edgetpu.OpInfo(0, "RESHAPE", 1, [_tensor((1, 14, 14, 8))], [_tensor((1, 2, 7, 14, 8))])
+    leading_ones = edgetpu.OpInfo(0, "RESHAPE", 1, [_tensor((1, 14, 14, 8))], [_tensor((1, 1, 14, 14, 8))])
+    assert [r.kind for r in edgetpu._reasons(five_d)] == ["rank"] and edgetpu._reasons(leading_ones) == []
+    computed_int32 = edgetpu.OpInfo(0, "ADD", 1, [_tensor((1, 3)), _tensor((1, 3))], [_tensor((1, 3), "int32")])
+    assert [r.kind for r in edgetpu._reasons(computed_int32)] == ["dtype"]
+    assert "only for constants" in edgetpu._reasons(computed_int32)[0].message
+    conv = [_tensor((1, 8, 8, 4)), _tensor((4, 3, 3, 4), constant=True, nbytes=144)]
+    constant_bias = edgetpu.OpInfo(0, "CONV_2D", 3, conv + [_tensor((4,), "int32", constant=True, nbytes=16)],
+                                   [_tensor((1, 6, 6, 4))])
+    computed_bias = edgetpu.OpInfo(0, "CONV_2D", 3, conv + [_tensor((4,), "int8")], [_tensor((1, 6, 6, 4))])
+    assert edgetpu._reasons(constant_bias) == []
+    assert [r.kind for r in edgetpu._reasons(computed_bias)] == ["parameters"]
+
+
+def test_parameter_memory_against_the_on_chip_8_mb(models):
+    r = edgetpu.report(models["int8"])
+    # conv 3x3x1 filters x 4 (int8) + 4 int32 biases + MEAN's 2 int32 axes + dense 4x3 (int8; zero bias omitted)
+    assert r.memory()["parameter_bytes"] == 36 + 16 + 8 + 12 and r.memory()["streamed_at_least"] == 0
+    big = edgetpu.OpInfo(0, "FULLY_CONNECTED", 4, [_tensor((1, 4096)), _tensor((2304, 4096), constant=True,
+                                                                               nbytes=2304 * 4096, index=1)],
+                         [_tensor((1, 2304))])
+    m = edgetpu.EdgeTPUReport("big", [big]).memory()
+    assert m["parameter_bytes"] == 9 * 2**20 and m["cached_at_most"] == 8 * 2**20 and m["streamed_at_least"] == 2**20
+    assert "parameters on the Edge TPU: 72 bytes" in str(r)
+
+
+def test_16x8_quantization_is_flagged_for_its_int16_activations():
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(tiny_cnn())
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_images
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = edgetpu.report(converter.convert())
+    conv = next(op for op in r.ops if op.name == "CONV_2D")
+    assert conv.reasons[0].kind == "dtype" and "int16" in conv.reasons[0].short
