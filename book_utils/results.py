@@ -64,9 +64,27 @@ def _plain(value):
     return value
 
 
+def recorded_dir() -> Path:
+    """The records of the book's own full runs: results/ of the checkout, or the copy inside the package
+    (book_utils/recorded, built from results/; see pyproject.toml) where the package was installed alone."""
+    root = env.repo_root()
+    return root / "results" if root is not None else env.PACKAGE_DIR / "recorded"
+
+
 def load_all(directory=None) -> list[dict]:
-    """Every chapter record in a results folder, sorted by chapter."""
-    directory = Path(directory) if directory else env.results_dir()
+    """Every chapter record in a results folder, sorted by chapter.
+
+    Without a folder: the records of env.results_dir(), and for each chapter that has none there, the
+    book's recorded full run (recorded_dir()), so that a chapter opened alone still compares with the
+    chapters before it. Those records say mode "full" and carry their own data, hardware and date.
+    """
+    if directory is None:
+        own = {r["chapter"]: r for r in load_all(env.results_dir())}
+        recorded = recorded_dir()
+        book = {} if recorded.resolve() == env.results_dir().resolve() else {
+            r["chapter"]: r for r in load_all(recorded)}
+        return [{**book, **own}[chapter] for chapter in sorted({**book, **own})]
+    directory = Path(directory)
     records = []
     for path in sorted(directory.glob("[0-9][0-9]_*.json")):
         entry = json.loads(path.read_text())
