@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SMOKE  ?= 0
 
-.PHONY: book test lab clean
+.PHONY: book test lab clean site
 
 # (Re)create the virtual environment when it is missing or the pins have changed.
 $(STAMP): requirements.txt pyproject.toml
@@ -23,6 +23,11 @@ book: $(STAMP)
 test: $(STAMP)
 	BOOK_SMOKE=1 BOOK_RESULTS_DIR=$(CURDIR)/build/test-results BOOK_MODELS_DIR=$(CURDIR)/build/test-models \
 	$(PY) -m pytest tests -p no:cacheprovider
+
+# The book as a website, from the committed executed notebooks (nothing is run): build/site/html/index.html.
+# tests/test_site.py (part of make test) builds it too and reads every page in headless Chromium.
+site: $(STAMP)
+	$(PY) tools/build_site.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
