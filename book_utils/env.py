@@ -69,8 +69,25 @@ def keras_cache_dir() -> Path:
     return Path(home) / "datasets"
 
 
+# The vector instructions that decide how fast a CPU runs float32, bfloat16 and int8 kernels.
+CPU_FEATURES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "VNNI": ("avx512_vnni", "avx_vnni"),
+                "BF16": ("avx512_bf16",), "AMX": ("amx_tile",), "NEON dot product": ("asimddp",)}
+
+
+def cpu_features(flags: str | None = None) -> list[str]:
+    """The CPU's vector instruction sets that matter for inference speed (from /proc/cpuinfo's flags)."""
+    if flags is None:
+        try:
+            lines = Path("/proc/cpuinfo").read_text().splitlines()
+        except OSError:  # not Linux: say nothing rather than guess
+            return []
+        flags = next((ln.split(":", 1)[1] for ln in lines if ln.startswith(("flags", "Features"))), "")
+    have = set(flags.split())
+    return [name for name, names in CPU_FEATURES.items() if have & set(names)]
+
+
 def hardware() -> str:
-    """A one-line description of the machine a result was measured on."""
+    """A one-line description of the machine a result was measured on, with its CPU's vector instructions."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -79,6 +96,9 @@ def hardware() -> str:
                 break
     except OSError:
         pass
+    features = cpu_features()
+    if features:
+        cpu += f" ({', '.join(features)})"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     text = f"{cpu}, {cores} cores, {platform.system()}"
     import tensorflow as tf

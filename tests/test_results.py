@@ -62,3 +62,13 @@ def test_model_bytes_counts_the_weights_but_not_the_optimizer():
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(np.zeros((4, 28, 28, 1)), np.zeros(4), verbose=0)
     assert results.model_bytes(model) == pytest.approx(untrained, rel=0.01)
+
+
+def test_cpu_features_name_the_vector_instructions_that_decide_speed():
+    from book_utils import env
+
+    flags = "fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16"
+    assert env.cpu_features(flags) == ["AVX2", "AVX-512", "VNNI", "BF16"]
+    assert env.cpu_features("fpu sse2 avx avx2 avx_vnni") == ["AVX2", "VNNI"]
+    assert env.cpu_features("fpu sse2") == []
+    assert env.cpu_features("fp asimd asimddp") == ["NEON dot product"]
