@@ -1,9 +1,11 @@
-"""TensorFlow Lite: convert a Keras model (float32, dynamic range, float16, full int8) and run it with LiteRT.
+"""TensorFlow Lite: convert a Keras model (float32, dynamic range, float16, full int8, 16x8) and run it with LiteRT;
+what full-int8 loses, layer by layer, and where a file's bytes go.
 
 The interpreter is ai_edge_litert's (LiteRT), the successor of tf.lite.Interpreter.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import time
@@ -13,43 +15,145 @@ import numpy as np
 
 from book_utils import data, env
 
-MODES = ("float32", "dynamic", "float16", "int8")
+MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 
 
 class TFLiteError(ValueError):
     """A model file or an input that the TFLite helpers cannot use; the message says what to do."""
 
 
-def convert(model, mode: str = "float32", representative=None, batch_size: int | None = None) -> bytes:
+def _converter(model, folder, batch_size):
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((batch_size, *model.input_shape[1:]), tf.float32)
+    model.export(folder, format="tf_saved_model", input_signature=[spec], verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(folder)
+
+
+def _calibration(representative):
+    images = np.asarray(representative, dtype=np.float32)
+    if images.ndim < 2 or len(images) == 0:
+        raise TFLiteError("representative must be a non-empty array of images as the model takes them, "
+                          f"e.g. x_train[:300] (got shape {images.shape})")
+    return lambda: ([image[None]] for image in images)
+
+
+def convert(model, mode: str = "float32", representative=None, batch_size: int | None = None, *,
+            per_channel: bool = True, float_nodes=()) -> bytes:
     """Convert a Keras model to a .tflite flatbuffer (the bytes of the file).
 
     mode: "float32" (no quantization), "dynamic" (int8 weights, float activations), "float16"
-    (float16 weights) or "int8" (weights and activations int8, int8 input and output; needs
-    `representative`: a few hundred training images, as the model takes them, to calibrate the
-    activation ranges). batch_size: fix the batch dimension (1 for the Edge TPU), else it stays dynamic.
+    (float16 weights), "int8" (weights and activations int8, int8 input and output) or "int16x8"
+    (int8 weights, int16 activations, int16 input and output: finer activations, not for the Edge TPU).
+    The last two need `representative`: training images, as the model takes them, to calibrate the
+    activation ranges (chapter 8 sweeps how many). batch_size: fix the batch dimension (1 for the Edge
+    TPU), else it stays dynamic. per_channel=False quantizes each conv kernel with one scale instead of
+    one per output channel (TensorFlow 2.21's converter keeps dense kernels per channel regardless). float_nodes: names of tensors (from layer_errors) whose ops stay float32,
+    the rest int8 ("selective quantization"; the model is then no longer full int8).
     """
     import tensorflow as tf
 
     if mode not in MODES:
         raise TFLiteError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if mode == "int8" and representative is None:
-        raise TFLiteError("full int8 needs representative images (e.g. 200-500 training images) to "
-                          "calibrate the activations: convert(model, 'int8', representative=x_train[:300])")
+    if mode in ("int8", "int16x8") and representative is None:
+        raise TFLiteError(f"{mode} needs representative images (e.g. 200-500 training images) to "
+                          f"calibrate the activations: convert(model, {mode!r}, representative=x_train[:300])")
+    if float_nodes and mode != "int8":
+        raise TFLiteError("float_nodes (selective quantization) applies to mode 'int8' only")
     with tempfile.TemporaryDirectory() as tmp, env.quiet():
-        spec = tf.TensorSpec((batch_size, *model.input_shape[1:]), tf.float32)
-        model.export(tmp, format="tf_saved_model", input_signature=[spec], verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter = _converter(model, tmp, batch_size)
         if mode != "float32":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if mode == "float16":
             converter.target_spec.supported_types = [tf.float16]
+        if mode in ("int8", "int16x8"):
+            converter.representative_dataset = _calibration(representative)
+            converter._experimental_disable_per_channel = not per_channel  # the converter's own switch
         if mode == "int8":
-            images = np.asarray(representative, dtype=np.float32)
-            converter.representative_dataset = lambda: ([image[None]] for image in images)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+            if float_nodes:
+                return _debugger(converter, representative, denylisted_nodes=list(float_nodes)
+                                 ).get_nondebug_quantized_model()
+        if mode == "int16x8":
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            converter.inference_input_type = tf.int16
+            converter.inference_output_type = tf.int16
         return converter.convert()
+
+
+def _debugger(converter, representative, **options):
+    """LiteRT's quantization debugger over a converter set up for full int8 (inputs and outputs too)."""
+    import tensorflow as tf
+
+    debug_options = tf.lite.experimental.QuantizationDebugOptions(fully_quantize=True, **options)
+    return tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=_calibration(representative), debug_options=debug_options)
+
+
+def layer_errors(model, representative, *, per_channel: bool = True) -> list[dict]:
+    """How much each tensor of the full-int8 model loses, worst first, from LiteRT's quantization debugger
+    (tf.lite.experimental.QuantizationDebugger): each op runs quantized and float side by side on the
+    representative images, each fed the same quantized input. rmse_per_step is the RMS error of its
+    output in units of the tensor's quantization step (scale): rounding alone gives 1/sqrt(12) = 0.29,
+    ops that only move values (pooling, reshape) about 0; much more than 0.29 means the op loses
+    precision, and its tensor name is what convert(..., float_nodes=[...]) keeps in float32."""
+    import csv
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp, env.quiet():
+        converter = _converter(model, tmp, None)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _calibration(representative)
+        converter._experimental_disable_per_channel = not per_channel
+        debugger = _debugger(converter, representative)
+        debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+    rows = []
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        scale = float(row["scale"])
+        mse = float(row["mean_squared_error"])
+        rows.append({"op": row["op_name"], "tensor": row["tensor_name"], "scale": scale,
+                     "rmse_per_step": float(np.sqrt(mse) / scale) if scale else float("inf"),
+                     "mean_error": float(row["mean_error"]), "max_abs_error": float(row["max_abs_error"])})
+    return sorted(rows, key=lambda r: -r["rmse_per_step"])
+
+
+def size_breakdown(model: bytes) -> dict:
+    """Where the bytes of a .tflite file go: constant tensors by type (int8 weights, int32 biases,
+    float32...), quantization parameters (a float32 scale and an int64 zero point per tensor, or per
+    output channel with per-channel quantization), and the rest (the graph: ops, tensor names and
+    shapes, flatbuffer tables). Why int8 is not 4x smaller than float32: biases stay int32, and these
+    parameters and the graph do not shrink."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    data = bytes(model)
+    if data[4:8] != b"TFL3":
+        raise TFLiteError("this is not a TensorFlow Lite model (no TFL3 identifier in its header)")
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    root = schema.Model.GetRootAs(data, 0)
+    constants, quantization, seen = {}, 0, set()
+    for g in range(root.SubgraphsLength()):
+        graph = root.Subgraphs(g)
+        for i in range(graph.TensorsLength()):
+            t = graph.Tensors(i)
+            q = t.Quantization()
+            if q is not None:
+                quantization += 4 * q.ScaleLength() + 8 * q.ZeroPointLength() + 4 * (q.MinLength() + q.MaxLength())
+            if t.Buffer() in seen or not 0 < t.Buffer() < root.BuffersLength():
+                continue
+            seen.add(t.Buffer())
+            n = root.Buffers(t.Buffer()).DataLength()
+            if n:
+                kind = types.get(t.Type(), "other")
+                constants[kind] = constants.get(kind, 0) + n
+    total = len(data)
+    return {"total": total, "constants": constants, "quantization_parameters": quantization,
+            "graph_and_other": total - sum(constants.values()) - quantization}
 
 
 def interpreter(model: str | os.PathLike | bytes, threads: int = 1):
@@ -86,7 +190,7 @@ def predict(model, images, threads: int = 1) -> np.ndarray:
     probabilities = []
     for image in images:
         x = image[None].astype(np.float32)
-        if inp["dtype"] in (np.int8, np.uint8):  # int8 input: quantize the pixels the way the model expects
+        if inp["dtype"] in (np.int8, np.uint8, np.int16):  # integer input: quantize the pixels as the model expects
             x = np.clip(np.round(x / scale + zero), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max)
         it.set_tensor(inp["index"], x.astype(inp["dtype"]))
         it.invoke()

@@ -62,3 +62,102 @@ def test_earlier_model_loads_a_saved_model_or_trains_a_stand_in(mnist, tmp_path,
     again, source, seconds = train.earlier_model("saved.keras", models.build_small_cnn, mnist.x_train,
                                                   mnist.y_train, epochs=1)
     assert "trained in its chapter" in source and seconds == 0 and again.count_params() == model.count_params()
+
+
+# ---- Full-int8 calibration: per-channel vs per-tensor, 16x8, the debugger, selective float, bytes -----
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+    """A 13k-parameter CNN trained for 2 epochs on 6,000 real MNIST digits (about 95% on the test set)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x, y = data.subset(mnist.x_train, mnist.y_train, 6000, 0)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Rescaling(1 / 255)(inputs)
+    h = keras.layers.MaxPooling2D()(keras.layers.Conv2D(16, 3, activation="relu")(h))
+    h = keras.layers.MaxPooling2D()(keras.layers.Conv2D(32, 3, activation="relu")(h))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(h)))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[..., None], y, epochs=2, batch_size=64, verbose=0)
+    x_test = mnist.x_test[:500, ..., None]
+    assert model.evaluate(x_test, mnist.y_test[:500], verbose=0)[1] > 0.85
+    return model, x[:300, ..., None], x_test, model.predict(x_test, verbose=0).argmax(axis=1)
+
+
+def _kernel_scales(flatbuffer) -> list[int]:
+    """How many scales each int8 conv/dense kernel of a .tflite file carries (LiteRT's own view)."""
+    it = tflite.interpreter(flatbuffer)
+    return [len(d["quantization_parameters"]["scales"]) for d in it.get_tensor_details()
+            if d["dtype"] == np.int8 and len(d["shape"]) in (2, 4) and d["shape"][0] in (10, 16, 32)
+            and not d["name"].startswith(("serving", "StatefulPartitioned"))]
+
+
+def test_per_channel_and_per_tensor_weights(digits):
+    model, calibration, x, keras_top1 = digits
+    channel = tflite.convert(model, "int8", representative=calibration)
+    tensor = tflite.convert(model, "int8", representative=calibration, per_channel=False)
+    assert sorted(_kernel_scales(channel)) == [10, 16, 32]
+    assert sorted(_kernel_scales(tensor)) == [1, 1, 10]  # conv kernels: one scale; TF 2.21 keeps dense per channel
+    for flatbuffer in (channel, tensor):
+        assert (tflite.predict(flatbuffer, x).argmax(axis=1) == keras_top1).mean() > 0.95
+
+
+def test_16x8_has_int16_activations_and_agrees_at_least_as_well(digits):
+    model, calibration, x, keras_top1 = digits
+    flatbuffer = tflite.convert(model, "int16x8", representative=calibration)
+    it = tflite.interpreter(flatbuffer)
+    assert it.get_input_details()[0]["dtype"] == np.int16 and it.get_output_details()[0]["dtype"] == np.int16
+    agree16 = (tflite.predict(flatbuffer, x).argmax(axis=1) == keras_top1).mean()
+    agree8 = (tflite.predict(tflite.convert(model, "int8", representative=calibration), x).argmax(axis=1)
+              == keras_top1).mean()
+    assert agree16 >= agree8 - 0.004 and agree16 > 0.98
+
+
+def test_calibration_set_size_changes_the_activation_ranges(digits):
+    model, calibration, _, _ = digits
+
+    def input_and_output_scales(n):
+        it = tflite.interpreter(tflite.convert(model, "int8", representative=calibration[:n]))
+        return [d["quantization"][0] for d in it.get_tensor_details() if d["dtype"] == np.int8
+                and len(d["shape"]) == 4 and d["shape"][0] == 1]
+
+    few, many = input_and_output_scales(2), input_and_output_scales(300)
+    assert len(few) == len(many) and few != many  # two digits see smaller activations than 300 do
+    with pytest.raises(tflite.TFLiteError, match="non-empty"):
+        tflite.convert(model, "int8", representative=calibration[:0])
+
+
+def test_quantization_debugger_ranks_tensors_and_selected_ones_stay_float(digits):
+    model, calibration, x, keras_top1 = digits
+    errors = tflite.layer_errors(model, calibration[:100])
+    ranks = [e["rmse_per_step"] for e in errors]
+    assert len(errors) >= 5 and ranks == sorted(ranks, reverse=True)
+    by_op = {}
+    for e in errors:
+        by_op.setdefault(e["op"], []).append(e["rmse_per_step"])
+    # Each op is fed the same quantized input in both runs, so an op that only moves values (pooling,
+    # reshape) loses nothing, and one that computes loses about one rounding step (1/sqrt(12) = 0.29).
+    assert all(0.1 < r < 2 for op in ("CONV_2D", "FULLY_CONNECTED") for r in by_op[op])
+    assert all(r < 0.01 for op in ("MAX_POOL_2D", "RESHAPE") for r in by_op[op])
+    worst = errors[0]["tensor"]
+    mixed = tflite.convert(model, "int8", representative=calibration, float_nodes=[worst])
+    ops = {d["op_name"] for d in tflite.interpreter(mixed)._get_ops_details()}
+    assert "DEQUANTIZE" in ops  # int8 -> float32 in front of the op kept in float
+    assert (tflite.predict(mixed, x).argmax(axis=1) == keras_top1).mean() > 0.95
+    with pytest.raises(tflite.TFLiteError, match="int8"):
+        tflite.convert(model, "float16", float_nodes=[worst])
+
+
+def test_size_breakdown_accounts_for_every_weight(digits):
+    model, calibration, _, _ = digits
+    kernels = sum(int(np.prod(w.shape)) for w in model.weights if w.path.endswith("kernel"))
+    biases = sum(int(np.prod(w.shape)) for w in model.weights if w.path.endswith("bias"))
+    int8 = tflite.convert(model, "int8", representative=calibration)
+    float32 = tflite.convert(model, "float32")
+    q, f = tflite.size_breakdown(int8), tflite.size_breakdown(float32)
+    assert q["total"] == len(int8) and f["total"] == len(float32)
+    assert q["constants"]["int8"] == kernels and q["constants"]["int32"] >= 4 * biases  # biases stay 32-bit
+    assert f["constants"]["float32"] == 4 * model.count_params() and f["quantization_parameters"] == 0
+    assert q["quantization_parameters"] >= 12 * (16 + 32 + 10)  # a float32 scale + int64 zero point per channel
+    assert q["graph_and_other"] > 0 and len(float32) / len(int8) < 4
