@@ -9,6 +9,7 @@ Screenshots of the landing page and of one chapter go to build/screenshots/ for 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -17,7 +18,7 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.parse import urldefrag, urljoin
 
 import pytest
 
@@ -33,17 +34,26 @@ def chromium() -> str | None:
     return os.environ.get("BOOK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")
-def site():
-    """Build the site, serve it on a free loopback port; yield its base URL."""
-    book_site.build()
-    handler = functools.partial(_QuietHandler, directory=str(book_site.HTML))
+@contextlib.contextmanager
+def serve(folder: Path):
+    """Serve a folder on a free loopback port; yield its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def site():
+    """Build the site and serve it; yield its base URL."""
+    book_site.build()
+    with serve(book_site.HTML) as url:
+        yield url
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -99,6 +109,9 @@ def visit(browser, url: str, screenshot: Path | None = None) -> dict:
             images: images.length,
             broken: images.filter(img => !img.complete || img.naturalWidth === 0).map(img => img.src),
             math: document.querySelectorAll("mjx-container").length,
+            prev: document.querySelector("a.left-prev")?.href ?? null,
+            next: document.querySelector("a.right-next")?.href ?? null,
+            toc: document.querySelectorAll(".bd-toc a, #bd-toc-nav a").length,
         };
     }""")
     if screenshot is not None:
@@ -106,6 +119,24 @@ def visit(browser, url: str, screenshot: Path | None = None) -> dict:
         page.screenshot(path=str(screenshot))
     page.close()
     return {**seen, "problems": problems}
+
+
+def broken_links(seen: dict, base: str, folder: Path) -> list[str]:
+    """Internal links (under base) of the visited pages whose page, or anchor on it, does not exist."""
+    failures = []
+    for rel, s in seen.items():
+        for link in s["links"]:
+            target, fragment = urldefrag(link)
+            if not target.startswith(base):
+                continue
+            path = target[len(base):].split("?")[0] or "index.html"
+            if path.endswith("/"):
+                path += "index.html"
+            if not (folder / path).is_file():
+                failures.append(f"{rel}: broken link {link}")
+            elif fragment and path in seen and fragment not in seen[path]["ids"]:
+                failures.append(f"{rel}: link to a missing anchor {link}")
+    return failures
 
 
 def test_every_page_in_a_real_browser(site, browser):
@@ -119,18 +150,7 @@ def test_every_page_in_a_real_browser(site, browser):
     failures = [f"{rel}: {p}" for rel, s in seen.items() for p in s["problems"]]
     failures += [f"{rel}: image does not decode: {src}" for rel, s in seen.items() for src in s["broken"]]
 
-    for rel, s in seen.items():  # internal links: the page exists, and so does the anchor
-        for link in s["links"]:
-            target, fragment = urldefrag(link)
-            if not target.startswith(site):
-                continue
-            path = urlparse(target).path[1:] or "index.html"
-            if path.endswith("/"):
-                path += "index.html"
-            if not (book_site.HTML / path).is_file():
-                failures.append(f"{rel}: broken link {link}")
-            elif fragment and path in seen and fragment not in seen[path]["ids"]:
-                failures.append(f"{rel}: link to a missing anchor {link}")
+    failures += broken_links(seen, site, book_site.HTML)
     assert not failures, "\n".join(failures[:40])
 
     landing = seen["index.html"]
@@ -146,7 +166,11 @@ def test_every_page_in_a_real_browser(site, browser):
         assert any(a in chapter["text"] for a in accuracy), f"{nb.stem}: its recorded accuracy is not on the page"
         assert f"data: {record['data']}" in chapter["text"], f"{nb.stem}: the page does not say its data"
         assert chapter["images"] >= 3, f"{nb.stem}: its figures are missing"
-        assert "Next" in chapter["text"] or nb == NOTEBOOKS[-1], f"{nb.stem}: no next-page navigation"
+        i = NOTEBOOKS.index(nb)  # previous/next navigation in reading order, and a table of contents
+        assert chapter["prev"] == urljoin(site, f"notebooks/{NOTEBOOKS[i - 1].stem}.html" if i else "index.html")
+        assert chapter["next"] == (urljoin(site, f"notebooks/{NOTEBOOKS[i + 1].stem}.html")
+                                   if i + 1 < len(NOTEBOOKS) else None), f"{nb.stem}: next-page link"
+        assert chapter["toc"] >= 3, f"{nb.stem}: no table of contents"
     assert seen["notebooks/08_quantization.html"]["math"] > 5, "MathJax did not typeset chapter 8's formulas"
 
 
@@ -160,3 +184,20 @@ def test_search_finds_the_chapters(site, browser):
     page.close()
     assert not errors
     assert any("02_mnist_cnn" in link for link in found), found
+
+
+def test_the_checks_catch_a_broken_page(browser, tmp_path):
+    """The same visit() on a page with what the site must never have: it is reported."""
+    (tmp_path / "broken.html").write_text(
+        '<html><body><h1 id="top">Broken</h1><img src="missing.png"><a href="nowhere.html">x</a>'
+        '<a href="#top">fine</a><a href="broken.html#gone">x</a>'
+        '<script>console.error("boom"); undefined_function();</script></body></html>')
+    with serve(tmp_path) as url:
+        seen = visit(browser, url + "broken.html")
+        links = broken_links({"broken.html": seen}, url, tmp_path)
+    assert links == [f"broken.html: broken link {url}nowhere.html",
+                     f"broken.html: link to a missing anchor {url}broken.html#gone"]
+    assert seen["broken"] == [url + "missing.png"]
+    assert any("console error: boom" in p for p in seen["problems"])
+    assert any("uncaught exception" in p and "undefined_function" in p for p in seen["problems"])
+    assert any(p.startswith("HTTP 404") or "404" in p for p in seen["problems"])
