@@ -17,26 +17,73 @@ from pathlib import Path
 
 import numpy as np
 
-# Weight compressions of coremltools.optimize.coreml: name -> (kind, bits). Linear 4-bit needs iOS 18.
+# Weight compressions of coremltools.optimize.coreml: name -> (kind, bits). "palette": one k-means table
+# per tensor; "grouped": one table per group of GROUP_SIZE output channels; "grouped_scaled": the same
+# with enable_per_channel_scale (coremltools 9 then keeps a table per group and per position of the
+# other axes, and scales per position: see the tests); "pruned": half the weights set to zero (by
+# magnitude), the rest palettized, stored together. Those in NEEDS_IOS18 need a model converted for
+# iOS 18 (convert(..., target="iOS18")).
 QUANTIZATIONS = {"linear8": ("linear", 8), "linear4": ("linear", 4),
-                 "palette8": ("palette", 8), "palette4": ("palette", 4), "palette2": ("palette", 2)}
+                 "palette8": ("palette", 8), "palette6": ("palette", 6), "palette4": ("palette", 4),
+                 "palette3": ("palette", 3), "palette2": ("palette", 2), "palette1": ("palette", 1),
+                 "palette4_grouped": ("grouped", 4), "palette4_grouped_scaled": ("grouped_scaled", 4),
+                 "prune50_palette4": ("pruned", 4)}
+GROUP_SIZE = 16
+NEEDS_IOS18 = {"linear4", "palette3", "palette4_grouped", "palette4_grouped_scaled", "prune50_palette4"}
 WEIGHT_OPS = ("conv", "linear", "matmul")  # the MIL ops that carry a Keras layer's kernel
+PRECISIONS = {"float16": lambda ct: ct.precision.FLOAT16, "float32": lambda ct: ct.precision.FLOAT32}
+TYPED_EXECUTION = "https://apple.github.io/coremltools/docs-guides/source/typed-execution-example.html"
 
 
 class CoreMLError(ValueError):
     """A file or model the Core ML helpers cannot use; the message says what to do."""
 
 
+class _WithoutRuntimeLines(logging.Handler):
+    """Passes coremltools's import-time log lines to stderr, except those saying that its native runtime
+    (libcoremlpython) is missing, which is expected everywhere but macOS (see can_predict)."""
+
+    def emit(self, record):
+        message = record.getMessage()
+        if not ("Failed to load" in message and "libcoremlpython" in message):
+            sys.stderr.write(f"coremltools: {message}\n")
+
+
 def import_coremltools():
-    """coremltools, imported without its start-up warnings (no native runtime off macOS, untested TF)."""
+    """coremltools, imported with its version warnings shown (see untested_versions)."""
+    if "coremltools" in sys.modules:
+        return sys.modules["coremltools"]
     log = logging.getLogger("coremltools")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    handler, propagate = _WithoutRuntimeLines(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
     try:
         import coremltools
     finally:
-        log.setLevel(level)
+        log.removeHandler(handler)
+        log.propagate = propagate
     return coremltools
+
+
+def untested_versions() -> list[str]:
+    """What coremltools warns about at import: packages newer than the newest versions it was tested with.
+
+    With TensorFlow 2.21 and coremltools 9 that is TensorFlow (tested up to 2.12): a conversion may fail
+    or, worse, translate some op wrongly without a word. The book does not hide the warning; it checks
+    what each conversion produced instead: the spec (verify_spec), every weight against Keras
+    (compare_weights) and, with the weights back in Keras (load_into_keras), the predictions."""
+    import tensorflow as tf
+
+    ct = import_coremltools()
+    from coremltools import _deps
+    from packaging.version import Version
+
+    tested = getattr(_deps, "_TF_2_MAX_VERSION", None)
+    installed = Version(tf.__version__.split("-")[0].split("rc")[0])
+    if tested and installed > Version(tested):
+        return [f"TensorFlow {tf.__version__} is newer than {tested}, the newest version coremltools "
+                f"{ct.__version__} was tested with"]
+    return []
 
 
 @contextlib.contextmanager
@@ -70,6 +117,7 @@ def ensure_output_names(model) -> list[str]:
 
 
 def convert(model, class_names, *, neural_network: bool = False, target: str = "iOS15",
+            precision: str = "float32", sizes=None,
             author: str = "", license: str = "", description: str = "", version: str = "1.0",
             input_description: str = "", output_description: str = ""):
     """Convert a Keras image classifier to a Core ML classifier that takes an image and returns a label.
@@ -77,7 +125,11 @@ def convert(model, class_names, *, neural_network: bool = False, target: str = "
     The input is an ImageType (grayscale for 1 channel, RGB for 3) with the model's size and no
     scaling: the book's models take 0-255 pixels and rescale them themselves. class_names become the
     labels (ClassifierConfig). neural_network=True makes the older .mlmodel NeuralNetwork format,
-    else an ML program (.mlpackage) with float32 weights for `target` (e.g. "iOS15", "iOS18").
+    else an ML program (.mlpackage) for `target` (e.g. "iOS15", "iOS18") computing in `precision`:
+    "float16" can run on the Neural Engine, GPU and CPU, "float32" on the GPU and CPU only (see
+    compute_units). sizes: other (height, width) the image may have besides the model's own
+    (EnumeratedShapes; the model must accept them, e.g. end in global pooling). Batches need nothing
+    in the spec: an app passes several images at once (MLBatchProvider, predictions(fromBatch:)).
     """
     ct = import_coremltools()
     shape = tuple(model.input_shape[1:])
@@ -86,10 +138,17 @@ def convert(model, class_names, *, neural_network: bool = False, target: str = "
     ensure_output_names(model)
     layout = ct.colorlayout.GRAYSCALE if shape[-1] == 1 else ct.colorlayout.RGB
     graph_name = model.inputs[0].name  # the book's models call their input "image"; Sequential ones don't
-    image = ct.ImageType(name=graph_name, shape=(1, *shape), color_layout=layout, scale=1.0)
+    if precision not in PRECISIONS:
+        raise CoreMLError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    image_shape = (1, *shape)
+    if sizes:
+        others = [(1, int(h), int(w), shape[-1]) for h, w in sizes]
+        image_shape = ct.EnumeratedShapes(shapes=[image_shape] + [o for o in others if o != image_shape],
+                                          default=image_shape)
+    image = ct.ImageType(name=graph_name, shape=image_shape, color_layout=layout, scale=1.0)
     labels = ct.ClassifierConfig([str(c) for c in class_names])
     options = ({"convert_to": "neuralnetwork"} if neural_network else
-               {"convert_to": "mlprogram", "compute_precision": ct.precision.FLOAT32,
+               {"convert_to": "mlprogram", "compute_precision": PRECISIONS[precision](ct),
                 "minimum_deployment_target": getattr(ct.target, target)})
     with quiet():
         mlmodel = ct.convert(model, inputs=[image], classifier_config=labels, **options)
@@ -133,6 +192,26 @@ def file_bytes(path) -> int:
     """Size on disk of a Core ML model: the .mlmodel file, or every file of the .mlpackage folder."""
     path = Path(path)
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def compute_units(path_or_model) -> dict:
+    """Which of Apple's compute units a Core ML file can run on, and why. An ML program computing in
+    float16 can run on the Neural Engine, the GPU and the CPU; one computing in float32 on the GPU and
+    CPU only (the Neural Engine computes in float16), whatever the app asks for (coremltools's
+    "Typed Execution", TYPED_EXECUTION). A NeuralNetwork .mlmodel can use all three (float16 on the GPU
+    and Neural Engine). Returns {"format", "precision", "units", "source"}."""
+    mlmodel = load(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
+    kind = mlmodel.get_spec().WhichOneof("Type")
+    if kind != "mlProgram":
+        return {"format": kind, "precision": "float16 on GPU and Neural Engine, float32 on CPU",
+                "units": ["CPU", "GPU", "Neural Engine"], "source": TYPED_EXECUTION}
+    from coremltools.converters.mil.mil import types
+
+    dtypes = {types.builtin_to_string(op.outputs[0].dtype) for op in _program(mlmodel).functions["main"].operations
+              if op.op_type in WEIGHT_OPS}
+    precision = "float16" if dtypes == {"fp16"} else "float32" if dtypes <= {"fp32"} else "mixed"
+    units = ["CPU", "GPU", "Neural Engine"] if precision == "float16" else ["CPU", "GPU"]
+    return {"format": kind, "precision": precision, "units": units, "source": TYPED_EXECUTION}
 
 
 def verify_spec(path, *, image_size, grayscale: bool, class_names, metadata: dict | None = None) -> dict:
@@ -235,13 +314,22 @@ def _affine_after(op, channels: int) -> bool:
     return False
 
 
+def _decompressed_ops(mlmodel) -> dict:
+    """The ops of the model with every compressed weight expanded to a constant, by name."""
+    import coremltools.optimize.coreml as cto
+
+    with quiet():
+        plain = cto.decompress_weights(mlmodel)
+    return {op.name: op for op in _program(plain).functions["main"].operations}
+
+
 def weights_from_mlpackage(path_or_model) -> list[dict]:
     """The weights of every conv / dense op of an ML program, in order, dequantized to float32:
     [{"op": "conv", "name": ..., "weight": array, "bias": array or None, "stored_as": "const" or the
     constexpr op that expands it, "affine_after": whether a batch norm follows as separate ops}].
     Core ML's layout: conv (out, in, kh, kw), dense (out, in)."""
     mlmodel = load(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
-    found = []
+    found, decompressed = [], None
     for op in _program(mlmodel).functions["main"].operations:
         if op.op_type not in WEIGHT_OPS:
             continue
@@ -249,7 +337,12 @@ def weights_from_mlpackage(path_or_model) -> list[dict]:
         var = op.inputs.get(name)
         if var is None or not _is_constant(var):
             continue  # a matmul of two activations, not a layer
-        weight = _value(var)
+        if var.val is None and any(v.val is None for v in var.op.inputs.values() if hasattr(v, "val")):
+            # chained constexpr ops (a table with per-channel scales): let coremltools expand them all
+            decompressed = decompressed or _decompressed_ops(mlmodel)
+            weight = np.asarray(decompressed[op.name].inputs[name].val, dtype=np.float32)
+        else:
+            weight = _value(var)
         if op.op_type == "matmul":  # TF's MatMul(x, kernel): kernel (in, out), maybe transposed
             weight = weight if op.inputs["transpose_y"].val else weight.T
         bias = op.inputs.get("bias")
@@ -257,6 +350,95 @@ def weights_from_mlpackage(path_or_model) -> list[dict]:
                       "bias": None if bias is None else _value(bias), "stored_as": var.op.op_type,
                       "affine_after": _affine_after(op, len(weight))})
     return found
+
+
+NN_LAYOUT = ("permute", "reshape", "reshapeStatic", "squeeze", "expandDims", "transpose", "flatten")
+NN_AFFINE = ("batchnorm", "scale", "bias")
+NN_ELEMENTWISE = ("multiply", "add", "multiplyBroadcastable", "addBroadcastable", "subtractBroadcastable")
+
+
+def _nn_layers(spec):
+    kind = spec.WhichOneof("Type")
+    if kind not in ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor"):
+        raise CoreMLError(f"expected a NeuralNetwork .mlmodel, found {kind}")
+    return getattr(spec, kind).layers
+
+
+def weights_from_mlmodel(path_or_model) -> list[dict]:
+    """The weights of every convolution / innerProduct layer of a NeuralNetwork .mlmodel, in order,
+    dequantized to float32 (by coremltools's own decoder), in the same form as weights_from_mlpackage."""
+    import_coremltools()
+    from coremltools.models.neural_network import quantization_utils
+
+    mlmodel = load(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
+    spec = type(mlmodel.get_spec())()
+    spec.CopyFrom(mlmodel.get_spec())
+    layers = _nn_layers(spec)
+    stored = {layer.name: _nn_stored_as(layer) for layer in layers}
+    with quiet(), contextlib.redirect_stdout(io.StringIO()):  # it prints a line per layer
+        quantization_utils._dequantize_nn_spec(getattr(spec, spec.WhichOneof("Type")))
+    producers = {out: layer for layer in layers for out in layer.output}
+    consumers = {}
+    for layer in layers:
+        for name in layer.input:
+            consumers.setdefault(name, []).append(layer)
+    found = []
+    for layer in layers:
+        kind = layer.WhichOneof("layer")
+        if kind == "convolution":
+            c = layer.convolution
+            shape = (c.outputChannels, c.kernelChannels, *c.kernelSize)
+        elif kind == "innerProduct":
+            c = layer.innerProduct
+            shape = (c.outputChannels, c.inputChannels)
+        elif kind == "batchedMatmul" and layer.batchedMatmul.weightMatrixFirstDimension:
+            c = layer.batchedMatmul  # a (in, out) matrix, stored transposed: (out, in)
+            shape = (c.weightMatrixSecondDimension, c.weightMatrixFirstDimension)
+        else:
+            continue
+        weight = np.asarray(c.weights.floatValue, np.float32).reshape(shape) if c.weights.floatValue else \
+            np.frombuffer(c.weights.float16Value, np.float16).astype(np.float32).reshape(shape)
+        bias = None
+        if c.hasBias:
+            bias = np.asarray(c.bias.floatValue, np.float32) if c.bias.floatValue else \
+                np.frombuffer(c.bias.float16Value, np.float16).astype(np.float32)
+        found.append({"op": kind, "name": layer.name, "weight": weight, "bias": bias,
+                      "stored_as": stored[layer.name],
+                      "affine_after": _nn_affine_after(layer, producers, consumers)})
+    return found
+
+
+def _nn_stored_as(layer) -> str:
+    kind = layer.WhichOneof("layer")
+    if kind not in ("convolution", "innerProduct", "batchedMatmul"):
+        return ""
+    q = getattr(layer, kind).weights.quantization
+    return q.WhichOneof("QuantizationType") or "float"
+
+
+def _nn_affine_after(layer, producers, consumers) -> bool:
+    """As _affine_after, for a NeuralNetwork: is the layer followed (past layout layers) by a batch norm
+    left as its own layer (batchnorm, scale, bias, or an elementwise op with a loaded constant)?"""
+    out = layer.output[0]
+    while len(consumers.get(out, [])) == 1 and consumers[out][0].WhichOneof("layer") in NN_LAYOUT:
+        out = consumers[out][0].output[0]
+    for child in consumers.get(out, []):
+        kind = child.WhichOneof("layer")
+        if kind in NN_AFFINE:
+            return True
+        if kind in NN_ELEMENTWISE and any(
+                name in producers and producers[name].WhichOneof("layer") in ("loadConstant", "loadConstantND")
+                for name in child.input if name != out):
+            return True
+    return False
+
+
+def stored_weights(path_or_model) -> list[dict]:
+    """weights_from_mlpackage for an ML program, weights_from_mlmodel for a NeuralNetwork."""
+    mlmodel = load(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
+    if mlmodel.get_spec().WhichOneof("Type") == "mlProgram":
+        return weights_from_mlpackage(mlmodel)
+    return weights_from_mlmodel(mlmodel)
 
 
 def _kernel_layers(model) -> list:
@@ -312,7 +494,7 @@ def _pairs(model, path_or_model) -> list[tuple[dict, dict]]:
     structure (is the op followed by the batch norm's own ops?), never from the weights' values:
     compressed weights can be nearer the unfolded kernel even where the fold happened."""
     folded, plain = keras_weights(model), keras_weights(model, fold_batch_norm=False)
-    theirs = weights_from_mlpackage(path_or_model)
+    theirs = stored_weights(path_or_model)
     if len(folded) != len(theirs):
         raise CoreMLError(f"Keras has {len(folded)} conv/dense layers, the Core ML file {len(theirs)} weight ops")
     pairs = []
@@ -404,26 +586,91 @@ def kmeans_lut(weight, bits: int, iterations: int = 30):
 
 
 def quantize(mlmodel, name: str, weight_threshold: int = 2048):
-    """Compress an ML program's weights with coremltools.optimize.coreml: "linear8" (int8, per channel),
-    "linear4" (int4 per channel; the model must target iOS 18), "palette8/4/2" (a k-means lookup table
-    of 256/16/4 values per tensor, from kmeans_lut). Tensors with fewer than weight_threshold values stay float."""
+    """Compress an ML program's weights with coremltools.optimize.coreml (see QUANTIZATIONS): "linear8"
+    (int8, per channel), "linear4" (int4 per channel), "palette8/6/4/3/2/1" (a k-means lookup table of
+    2**bits values per tensor, from kmeans_lut), "palette4_grouped" (a 16-value table per group of
+    GROUP_SIZE output channels), "palette4_grouped_scaled" (the same with per-channel scales),
+    "prune50_palette4" (50% of the weights zeroed by magnitude, the others palettized at 4 bits). Tensors with fewer than
+    weight_threshold values stay float."""
     import_coremltools()
     import coremltools.optimize.coreml as cto
 
     if name not in QUANTIZATIONS:
         raise CoreMLError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {name!r}")
     kind, bits = QUANTIZATIONS[name]
-    if kind == "linear":
-        op = (cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
-                                          weight_threshold=weight_threshold) if bits == 8 else
-              cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_channel",
-                                          weight_threshold=weight_threshold))
+    if name in NEEDS_IOS18 and mlmodel.get_spec().specificationVersion < 9:
+        raise CoreMLError(f"{name} needs an ML program for iOS 18 or later: convert(model, labels, target='iOS18')")
+    lut = functools.partial(kmeans_lut, bits=bits)
+    try:
         with quiet():
-            return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op))
-    op = cto.OpPalettizerConfig(mode="custom", lut_function=functools.partial(kmeans_lut, bits=bits),
-                                weight_threshold=weight_threshold)
+            if kind == "linear":
+                op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype=f"int{bits}",
+                                                 granularity="per_channel", weight_threshold=weight_threshold)
+                return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op))
+            if kind == "pruned":
+                pruner = cto.OpMagnitudePrunerConfig(target_sparsity=0.5, weight_threshold=weight_threshold)
+                mlmodel = cto.prune_weights(mlmodel, cto.OptimizationConfig(global_config=pruner))
+            grouped = {"granularity": "per_grouped_channel", "group_size": GROUP_SIZE,
+                       "enable_per_channel_scale": kind == "grouped_scaled"} if kind.startswith("grouped") else {}
+            op = cto.OpPalettizerConfig(mode="custom", lut_function=lut, weight_threshold=weight_threshold, **grouped)
+            return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op),
+                                         **({"joint_compression": True} if kind == "pruned" else {}))
+    except ValueError as e:
+        raise CoreMLError(f"coremltools could not apply {name}: {str(e)[:200]}") from None
+
+
+def quantize_activations(mlmodel, images, weight_threshold: int = 2048):
+    """W8A8: int8 weights and int8 activations (coremltools.optimize.coreml.linear_quantize_activations,
+    then linear_quantize_weights; iOS 17 and later). The activation ranges are calibrated by running the
+    model on `images` (PIL images), which only Core ML's runtime can do: on macOS. Elsewhere this raises
+    CoreMLError, and the book cannot measure W8A8 on Linux."""
+    import_coremltools()
+    import coremltools.optimize.coreml as cto
+
+    if not can_predict():
+        raise CoreMLError("activation quantization (W8A8) calibrates by running the model, and Core ML runs "
+                          "models only on macOS: run this on a Mac (weight-only compression works anywhere)")
+    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", weight_threshold=weight_threshold))
     with quiet():
-        return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op))
+        activations = cto.linear_quantize_activations(mlmodel, config, [{"image": im} for im in images])
+        return cto.linear_quantize_weights(activations, config)
+
+
+# ---- The .mlmodel NeuralNetwork route of WWDC 2018 (session 709) --------------------------------------
+
+def quantize_neural_network(mlmodel, bits: int, mode: str = "linear"):
+    """Quantize a NeuralNetwork .mlmodel's weights with coremltools's original API, as WWDC 2018 session
+    709 showed it (coremltools.models.neural_network.quantization_utils.quantize_weights): "linear" (per
+    channel, 8/4/2... bits) or "kmeans" (a lookup table of 2**bits values per layer; the k-means here is
+    kmeans_lut, since coremltools's own needs scikit-learn). Returns the quantized model."""
+    import_coremltools()
+    from coremltools.models.neural_network import quantization_utils
+
+    if mlmodel.get_spec().WhichOneof("Type") not in ("neuralNetwork", "neuralNetworkClassifier",
+                                                      "neuralNetworkRegressor"):
+        raise CoreMLError("quantize_neural_network takes a NeuralNetwork .mlmodel "
+                          "(convert(..., neural_network=True)); for an ML program use quantize()")
+    if mode not in ("linear", "kmeans") or bits not in range(1, 9):
+        raise CoreMLError(f"mode must be 'linear' or 'kmeans' and bits 1-8, not {mode!r}, {bits!r}")
+    options = ({"quantization_mode": "linear"} if mode == "linear" else
+               {"quantization_mode": "custom_lut",
+                "lut_function": lambda nbits, w: (lambda t: (t[0], t[1].astype(np.uint8)))(kmeans_lut(w, nbits))})
+    with quiet(), contextlib.redirect_stdout(io.StringIO()):  # it prints a line per layer
+        return quantization_utils.quantize_weights(mlmodel, bits, **options)
+
+
+def compare_models(full_precision, quantized, sample_data):
+    """coremltools's compare_models (the WWDC 2018 check): runs both models on sample_data and prints how
+    often their top-1 classes agree. It runs the models, so macOS only; elsewhere CoreMLError, and the
+    book measures agreement by loading the dequantized weights into Keras (load_into_keras)."""
+    import_coremltools()
+    from coremltools.models.neural_network import quantization_utils
+
+    if not can_predict():
+        raise CoreMLError("compare_models runs both models, and Core ML runs models only on macOS; on Linux "
+                          "measure agreement with load_into_keras(model, file) instead")
+    return quantization_utils.compare_models(full_precision, quantized, sample_data)
 
 
 # ---- A custom layer: a TensorFlow op that coremltools has no translation for -----------------------

@@ -265,3 +265,169 @@ def test_palettized_package_round_trips_with_batch_norm(mobile_package, variant,
         folded, plain = coreml.keras_weights(model), coreml.keras_weights(model, fold_batch_norm=False)
         assert any(np.abs(p["weight"] - c["weight"]).max() < np.abs(f["weight"] - c["weight"]).max()
                    for f, p, c in zip(folded[:3], plain[:3], stored[:3]))
+
+
+# ---- The .mlmodel route of WWDC 2018 (quantize_weights, linear and k-means), checked the same way -------
+
+def _nn_dequantize(params, shape) -> np.ndarray:
+    """A NeuralNetwork weight blob as floats, decoded with NumPy from the spec: float values, or bit-packed
+    indices (most significant bit first) into a lookup table or a per-channel linear map q * scale + bias."""
+    if params.floatValue:
+        return np.asarray(params.floatValue, np.float32).reshape(shape)
+    q = params.quantization
+    bits, n = q.numberOfBits, int(np.prod(shape))
+    codes = np.unpackbits(np.frombuffer(params.rawValue, np.uint8))[: n * bits].reshape(n, bits)
+    index = (codes @ (1 << np.arange(bits)[::-1])).reshape(shape)
+    if q.WhichOneof("QuantizationType") == "lookupTableQuantization":
+        return np.asarray(q.lookupTableQuantization.floatValue, np.float32)[index]
+    channel = (-1,) + (1,) * (len(shape) - 1)
+    scale = np.asarray(q.linearQuantization.scale, np.float32).reshape(channel)
+    return index * scale + np.asarray(q.linearQuantization.bias, np.float32).reshape(channel)
+
+
+def _reference_from_mlmodel(mlmodel) -> keras.Model:
+    """As _reference_from_package, for a NeuralNetwork .mlmodel."""
+    reference = _mobile_block(folded=True)
+    spec = mlmodel.get_spec()
+    layers = [lay for lay in spec.neuralNetworkClassifier.layers
+              if lay.WhichOneof("layer") in ("convolution", "batchedMatmul")]
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    targets = [lay for lay in reference.layers if isinstance(lay, kinds)]
+    assert len(layers) == len(targets) == 5
+    for nn, layer in zip(layers, targets):
+        if nn.WhichOneof("layer") == "convolution":
+            c = nn.convolution
+            w = _nn_dequantize(c.weights, (c.outputChannels, c.kernelChannels, *c.kernelSize))
+            kernel = w[:, 0].transpose(1, 2, 0)[..., None] if isinstance(layer, keras.layers.DepthwiseConv2D) \
+                else w.transpose(2, 3, 1, 0)
+        else:
+            c = nn.batchedMatmul  # stored (out, in)
+            kernel = _nn_dequantize(c.weights, (c.weightMatrixSecondDimension, c.weightMatrixFirstDimension)).T
+        layer.kernel.assign(kernel)
+        if layer.use_bias:
+            layer.bias.assign(_nn_dequantize(c.bias, layer.bias.shape) if c.hasBias else np.zeros(layer.bias.shape))
+    return reference
+
+
+@pytest.mark.parametrize("mode", ["linear", "kmeans"])
+def test_neural_network_quantize_weights_round_trips_at_8_4_2_bits(mobile_package, mode):
+    model, _ = mobile_package
+    nn = coreml.convert(model, LABELS, neural_network=True)
+    assert coreml.compare_weights(model, nn)["max_abs_difference"] < 1e-6
+    x = np.random.default_rng(6).uniform(0, 255, (16, 16, 16, 3)).astype("float32")
+    kept = [lay for lay in model.layers if isinstance(lay, keras.layers.BatchNormalization)][-1]
+    for bits in (8, 4, 2):
+        quantized = coreml.quantize_neural_network(nn, bits, mode)
+        stored = coreml.weights_from_mlmodel(quantized)
+        kind = "linearQuantization" if mode == "linear" else "lookupTableQuantization"
+        assert [w["stored_as"] for w in stored] == [kind] * 5
+        assert [w["affine_after"] for w in stored] == [False, False, False, True, False]
+        if mode == "kmeans":
+            assert all(len(np.unique(w["weight"])) <= 2 ** bits for w in stored)
+        reference = _reference_from_mlmodel(quantized)
+        [bn] = [lay for lay in reference.layers if isinstance(lay, keras.layers.BatchNormalization)]
+        bn.set_weights(kept.get_weights())
+        rebuilt = coreml.load_into_keras(model, quantized)
+        np.testing.assert_allclose(rebuilt.predict(x, verbose=0), reference.predict(x, verbose=0), atol=2e-6)
+    with pytest.raises(coreml.CoreMLError, match="NeuralNetwork"):
+        coreml.quantize_neural_network(coreml.load(mobile_package[1]), 8)
+
+
+def test_running_a_model_is_refused_clearly_off_macos(mobile_package):
+    if coreml.can_predict():
+        pytest.skip("on macOS these run")
+    with pytest.raises(coreml.CoreMLError, match="macOS"):
+        coreml.compare_models(None, None, [])
+    with pytest.raises(coreml.CoreMLError, match="macOS"):
+        coreml.quantize_activations(coreml.load(mobile_package[1]), [])
+
+
+# ---- Precision, compute units, flexible sizes, the version warning -------------------------------------
+
+def test_float16_programs_can_use_the_neural_engine_float32_ones_cannot(mobile_package, tmp_path):
+    model, path = mobile_package
+    assert coreml.compute_units(path) == {**coreml.compute_units(path), "precision": "float32",
+                                          "units": ["CPU", "GPU"]}
+    half = coreml.convert(model, LABELS, precision="float16")
+    found = coreml.compute_units(half)
+    assert found["precision"] == "float16" and "Neural Engine" in found["units"]
+    assert "Neural Engine" in coreml.compute_units(coreml.convert(model, LABELS, neural_network=True))["units"]
+    check = coreml.compare_weights(model, half)  # weights rounded to float16: close, not equal
+    assert not check["bit_exact"] and check["max_abs_difference"] < 5e-3
+    x = np.random.default_rng(7).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    rebuilt = coreml.load_into_keras(model, half)
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), model.predict(x, verbose=0), atol=5e-3)
+    with pytest.raises(coreml.CoreMLError, match="precision"):
+        coreml.convert(model, LABELS, precision="int8")
+
+
+def test_flexible_image_sizes_are_in_the_spec(mobile_package, tmp_path):
+    model, _ = mobile_package
+    path = tmp_path / "flexible.mlpackage"
+    coreml.convert(model, LABELS, sizes=[(32, 32), (64, 48)]).save(str(path))
+    image = coreml.load(path).get_spec().description.input[0].type.imageType
+    assert (image.height, image.width) == (16, 16)  # the default size
+    assert sorted((s.height, s.width) for s in image.enumeratedSizes.sizes) == [(16, 16), (32, 32), (64, 48)]
+    assert coreml.verify_spec(path, image_size=(16, 16), grayscale=False, class_names=LABELS)["labels"] == LABELS
+
+
+def test_the_untested_tensorflow_warning_is_reported():
+    import tensorflow as tf
+    from coremltools import _deps
+    from packaging.version import Version
+
+    newer = Version(tf.__version__) > Version(_deps._TF_2_MAX_VERSION)
+    found = coreml.untested_versions()
+    assert bool(found) == newer
+    if newer:
+        assert tf.__version__ in found[0] and _deps._TF_2_MAX_VERSION in found[0]
+
+
+# ---- Modern compression: 6/3/1-bit tables, grouped tables with per-channel scales, pruning + tables -----
+
+@pytest.fixture(scope="module")
+def mobile_ios18(mobile_package, tmp_path_factory):
+    model, _ = mobile_package
+    path = tmp_path_factory.mktemp("coreml18") / "mobile18.mlpackage"
+    coreml.convert(model, LABELS, target="iOS18").save(str(path))
+    return model, path
+
+
+def _tables(path) -> list[tuple]:
+    """The shape of each lookup table in the package, and the op that makes it (a constant or a scaling)."""
+    ops = coreml._program(coreml.load(path)).functions["main"].operations
+    return [(op.lut.shape, op.lut.op.op_type) for op in ops if op.op_type == "constexpr_lut_to_dense"
+            and op.indices.rank == 4]  # the conv kernels
+
+
+@pytest.mark.parametrize("variant", ["palette6", "palette3", "palette1", "palette4_grouped",
+                                     "palette4_grouped_scaled", "prune50_palette4"])
+def test_modern_compressions_store_what_they_promise_and_round_trip(mobile_ios18, variant, tmp_path):
+    model, path = mobile_ios18
+    qpath = tmp_path / f"{variant}.mlpackage"
+    coreml.quantize(coreml.load(path), variant, weight_threshold=200).save(str(qpath))
+    stored = coreml.weights_from_mlpackage(qpath)
+    convs = stored[:4]  # the dense layer's 10 outputs do not fill a group of 16
+    kind, bits = coreml.QUANTIZATIONS[variant]
+    if kind == "palette":
+        assert all(len(np.unique(w["weight"])) <= 2 ** bits for w in stored)
+    elif kind == "grouped":  # one table per group of 16 output channels
+        assert [shape for shape, _ in _tables(qpath)] == [(2, 1, 1, 1, 16, 1)] * 4
+        assert all(len(np.unique(w["weight"][g:g + 16])) <= 16 for w in convs for g in (0, 16))
+    elif kind == "grouped_scaled":  # tables scaled by a constexpr op: a table per group and per position
+        tables = _tables(qpath)
+        assert all(maker == "constexpr_blockwise_shift_scale" for _, maker in tables)
+        assert tables[0][0] == (2, 3, 3, 3, 16, 1)
+    else:
+        for w in stored:
+            assert (w["weight"] == 0).mean() >= 0.45 and len(np.unique(w["weight"])) <= 2 ** bits + 1
+    assert coreml.compare_weights(model, qpath)["batch_norms_folded"] == 3
+    rebuilt = coreml.load_into_keras(model, qpath)
+    first_conv = next(lay for lay in rebuilt.layers if type(lay) is keras.layers.Conv2D)
+    np.testing.assert_array_equal(first_conv.kernel.numpy().transpose(3, 2, 0, 1), convs[0]["weight"])
+    assert np.isfinite(rebuilt.predict(np.zeros((1, 16, 16, 3), "float32"), verbose=0)).all()
+
+
+def test_ios18_compressions_refuse_an_older_program(mobile_package):
+    with pytest.raises(coreml.CoreMLError, match="iOS 18"):
+        coreml.quantize(coreml.load(mobile_package[1]), "palette3", weight_threshold=200)
