@@ -76,7 +76,7 @@ def browser():
         browser.close()
 
 
-def test_the_build_writes_every_page_and_only_under_build_site(site):
+def test_the_build_has_a_page_for_every_chapter_and_loads_nothing_from_a_cdn(site):
     html = book_site.HTML
     assert (html / "index.html").is_file() and (html / "search.html").is_file()
     for nb in NOTEBOOKS:
