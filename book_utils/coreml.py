@@ -17,17 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-# Weight compressions of coremltools.optimize.coreml: name -> (kind, bits). "palette": one k-means table
-# per tensor; "grouped": one table per group of GROUP_SIZE output channels; "grouped_scaled": the same
-# with enable_per_channel_scale (coremltools 9 then keeps a table per group and per position of the
-# other axes, and scales per position: see the tests); "pruned": half the weights set to zero (by
-# magnitude), the rest palettized, stored together. Those in NEEDS_IOS18 need a model converted for
-# iOS 18 (convert(..., target="iOS18")).
+# Weight compressions of coremltools.optimize.coreml: name -> (kind, bits). QUANTIZATIONS are the five
+# chapter 8 compares; COMPRESSIONS adds: "palette" tables of 6, 3 and 1 bits; "grouped": one table per
+# group of GROUP_SIZE output channels; "grouped_scaled": the same with enable_per_channel_scale
+# (coremltools 9 then keeps a table per group and per position of the other axes, and scales per
+# position: see the tests); "pruned": half the weights set to zero (by magnitude), the rest palettized,
+# stored together. Those in NEEDS_IOS18 need a model converted for iOS 18 (convert(..., target="iOS18")).
 QUANTIZATIONS = {"linear8": ("linear", 8), "linear4": ("linear", 4),
-                 "palette8": ("palette", 8), "palette6": ("palette", 6), "palette4": ("palette", 4),
-                 "palette3": ("palette", 3), "palette2": ("palette", 2), "palette1": ("palette", 1),
-                 "palette4_grouped": ("grouped", 4), "palette4_grouped_scaled": ("grouped_scaled", 4),
-                 "prune50_palette4": ("pruned", 4)}
+                 "palette8": ("palette", 8), "palette4": ("palette", 4), "palette2": ("palette", 2)}
+COMPRESSIONS = {**QUANTIZATIONS, "palette6": ("palette", 6), "palette3": ("palette", 3),
+                "palette1": ("palette", 1), "palette4_grouped": ("grouped", 4),
+                "palette4_grouped_scaled": ("grouped_scaled", 4), "prune50_palette4": ("pruned", 4)}
 GROUP_SIZE = 16
 NEEDS_IOS18 = {"linear4", "palette3", "palette4_grouped", "palette4_grouped_scaled", "prune50_palette4"}
 WEIGHT_OPS = ("conv", "linear", "matmul")  # the MIL ops that carry a Keras layer's kernel
@@ -586,7 +586,7 @@ def kmeans_lut(weight, bits: int, iterations: int = 30):
 
 
 def quantize(mlmodel, name: str, weight_threshold: int = 2048):
-    """Compress an ML program's weights with coremltools.optimize.coreml (see QUANTIZATIONS): "linear8"
+    """Compress an ML program's weights with coremltools.optimize.coreml (see COMPRESSIONS): "linear8"
     (int8, per channel), "linear4" (int4 per channel), "palette8/6/4/3/2/1" (a k-means lookup table of
     2**bits values per tensor, from kmeans_lut), "palette4_grouped" (a 16-value table per group of
     GROUP_SIZE output channels), "palette4_grouped_scaled" (the same with per-channel scales),
@@ -595,9 +595,9 @@ def quantize(mlmodel, name: str, weight_threshold: int = 2048):
     import_coremltools()
     import coremltools.optimize.coreml as cto
 
-    if name not in QUANTIZATIONS:
-        raise CoreMLError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {name!r}")
-    kind, bits = QUANTIZATIONS[name]
+    if name not in COMPRESSIONS:
+        raise CoreMLError(f"quantization must be one of {', '.join(COMPRESSIONS)}, not {name!r}")
+    kind, bits = COMPRESSIONS[name]
     if name in NEEDS_IOS18 and mlmodel.get_spec().specificationVersion < 9:
         raise CoreMLError(f"{name} needs an ML program for iOS 18 or later: convert(model, labels, target='iOS18')")
     lut = functools.partial(kmeans_lut, bits=bits)

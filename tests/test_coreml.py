@@ -408,7 +408,7 @@ def test_modern_compressions_store_what_they_promise_and_round_trip(mobile_ios18
     coreml.quantize(coreml.load(path), variant, weight_threshold=200).save(str(qpath))
     stored = coreml.weights_from_mlpackage(qpath)
     convs = stored[:4]  # the dense layer's 10 outputs do not fill a group of 16
-    kind, bits = coreml.QUANTIZATIONS[variant]
+    kind, bits = coreml.COMPRESSIONS[variant]
     if kind == "palette":
         assert all(len(np.unique(w["weight"])) <= 2 ** bits for w in stored)
     elif kind == "grouped":  # one table per group of 16 output channels
