@@ -59,8 +59,10 @@ def results_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """Trained models that later chapters load: $BOOK_MODELS_DIR, else models/."""
-    return _book_dir("BOOK_MODELS_DIR", "models")
+    """Trained models that later chapters load: $BOOK_MODELS_DIR, else models/ (created when missing)."""
+    path = _book_dir("BOOK_MODELS_DIR", "models")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def keras_cache_dir() -> Path:

@@ -66,9 +66,10 @@ def _layer_params(layer, input_shape) -> int:
 
 # ---- Chapter 1 -------------------------------------------------------------
 
-@exercise("1.1", "How many trainable parameters does the MLP 784-512-512-10 have? Answer with an int.")
+@exercise("1.1", "How many trainable parameters does an MLP 784-256-128-10 (dense layers with biases) have? "
+                 "Answer with an int.")
 def _mlp_params(answer):
-    expected = _dense_params([784, 512, 512, 10])
+    expected = _dense_params([784, 256, 128, 10])
     if answer == expected:
         return None
     return "each Dense layer has (inputs + 1) x outputs parameters: a weight per input and one bias per unit."
@@ -125,15 +126,15 @@ def _conv_output_size(fn):
     return None
 
 
-@exercise("2.2", "How many parameters has a Conv2D with 64 filters of 3x3 applied to 32 input channels? "
+@exercise("2.2", "How many parameters has a Conv2D with 16 filters of 5x5 applied to 8 input channels? "
                  "Answer with an int.")
 def _conv_params(answer):
     import keras
 
-    expected = _layer_params(keras.layers.Conv2D(64, 3), (None, 28, 28, 32))
+    expected = _layer_params(keras.layers.Conv2D(16, 5), (None, 28, 28, 8))
     if answer == expected:
         return None
-    return "each filter has 3 x 3 x (input channels) weights plus one bias."
+    return "each filter has 5 x 5 x (input channels) weights plus one bias."
 
 
 @exercise("2.3", "Write max_pool(x): 2x2 max-pooling with stride 2 of a 2-D array with even sides.")
@@ -167,15 +168,15 @@ def _convolve(fn):
 
 # ---- Chapter 3 -------------------------------------------------------------
 
-@exercise("3.1", "How many parameters has the first layer of the CIFAR-10 network: Conv2D with 32 "
-                 "3x3 filters on an RGB image (with bias)? Answer with an int.")
+@exercise("3.1", "How many parameters has a Conv2D with 48 filters of 3x3 (with bias) on an RGB image? "
+                 "Answer with an int.")
 def _rgb_conv_params(answer):
     import keras
 
-    expected = _layer_params(keras.layers.Conv2D(32, 3), (None, 32, 32, 3))
+    expected = _layer_params(keras.layers.Conv2D(48, 3), (None, 32, 32, 3))
     if answer == expected:
         return None
-    grey = _layer_params(keras.layers.Conv2D(32, 3), (None, 32, 32, 1))
+    grey = _layer_params(keras.layers.Conv2D(48, 3), (None, 32, 32, 1))
     return f"on a grey image the layer has {grey}; colour triples the weights of each filter, not the biases."
 
 
@@ -212,6 +213,110 @@ def _horizontal_flip(fn):
     if got.shape != images.shape or not np.array_equal(got, expected):
         return "flip the width axis (axis 2) only; rows, channels and the batch stay in place."
     return None
+
+
+# ---- Predict, then measure: the checker runs the experiment ----------------------------------------------
+
+def _prediction(choices: tuple[str, ...], experiment):
+    """A checker for a predicted outcome: experiment() runs the experiment and returns (measured outcome, report)."""
+    def checker(answer):
+        if answer not in choices:
+            return f"answer one of {', '.join(map(repr, choices))} (the experiment runs once you have)."
+        measured, report = experiment()
+        print(report)
+        return None if answer == measured else f"the experiment says {measured!r}; read the numbers above."
+    return checker
+
+
+def _compare(a: float, b: float, tolerance: float = 0.01) -> str:
+    """'lower', 'same' or 'higher': b against a, 'same' within `tolerance` (an accuracy fraction)."""
+    return "same" if abs(b - a) <= tolerance else ("higher" if b > a else "lower")
+
+
+def shuffled_pixels_experiment(build, *, train_images: int = 5000, epochs: int = 3, seed: int = 0) -> dict:
+    """Train build() on MNIST images, then again with all pixels shuffled by one fixed permutation
+    (the same for every image, train and test); return both test accuracies (on 2,000 test images)."""
+    import keras
+
+    from book_utils import data
+
+    mnist = data.load("mnist")
+    x, y = data.subset(mnist.x_train, mnist.y_train, train_images, seed)
+    x_test, y_test = mnist.x_test[:2000], mnist.y_test[:2000]
+    order = np.random.default_rng(seed).permutation(28 * 28)
+    accuracy = {}
+    for name, shuffle in (("original", False), ("shuffled", True)):
+        keras.utils.set_random_seed(seed)
+        tr, te = (a.reshape(len(a), -1)[:, order].reshape(a.shape) if shuffle else a for a in (x, x_test))
+        model = build()
+        if len(model.input_shape) == 4:
+            tr, te = tr[..., None], te[..., None]
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        model.fit(tr, y, epochs=epochs, batch_size=128, verbose=0)
+        accuracy[name] = float(model.evaluate(te, y_test, verbose=0)[1])
+    return accuracy
+
+
+def _shuffled_pixels_checker(build, what: str, **settings):
+    def experiment():
+        acc = shuffled_pixels_experiment(build, **settings)
+        return (_compare(acc["original"], acc["shuffled"]),
+                f"{what}: {acc['original']:.2%} on the real digits, {acc['shuffled']:.2%} on shuffled pixels "
+                "('same' means within 1 point)")
+    return _prediction(("lower", "same", "higher"), experiment)
+
+
+def _mlp():
+    from book_utils.models import build_mlp
+    return build_mlp()
+
+
+def _cnn():
+    from book_utils.models import build_cnn
+    return build_cnn()
+
+
+exercise("1.5", "Predict, then measure: shuffle the 784 pixels of every image with one fixed permutation "
+                "(the same for all images, training and test). Is the MLP's test accuracy 'lower', 'same' or "
+                "'higher' than on the real digits? The checker trains both.")(
+    _shuffled_pixels_checker(_mlp, "MLP"))
+exercise("2.5", "Predict, then measure: the same experiment as 1.5 with the CNN of this chapter. With the "
+                "pixels shuffled, is its test accuracy 'lower', 'same' or 'higher'? The checker trains both.")(
+    _shuffled_pixels_checker(_cnn, "CNN", train_images=3000, epochs=2))
+
+
+def upside_down_experiment(*, train_images: int = 5000, epochs: int = 3, seed: int = 0) -> dict:
+    """Chapter 3's network trained briefly on CIFAR-10 photos (no augmentation), then tested on 2,000 test
+    photos as they are, mirrored left to right, and turned upside down; returns the three accuracies."""
+    import keras
+
+    from book_utils import data
+    from book_utils.models import build_cifar_cnn
+
+    cifar = data.load("cifar10")
+    x, y = data.subset(cifar.x_train, cifar.y_train, train_images, seed)
+    keras.utils.set_random_seed(seed)
+    model = build_cifar_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    x_test, y_test = cifar.x_test[:2000], cifar.y_test[:2000]
+    return {name: float(model.evaluate(images, y_test, verbose=0)[1]) for name, images in
+            (("original", x_test), ("mirrored", x_test[:, :, ::-1]), ("upside down", x_test[:, ::-1]))}
+
+
+def _upside_down_outcome():
+    acc = upside_down_experiment()
+    return (_compare(acc["original"], acc["upside down"], tolerance=0.02),
+            f"test photos as they are: {acc['original']:.2%}; mirrored left to right: {acc['mirrored']:.2%}; "
+            f"upside down: {acc['upside down']:.2%} ('same' means within 2 points)")
+
+
+exercise("3.5", "Predict, then measure: train this chapter's network briefly without augmentation, then test it "
+                "on the test photos turned upside down. Is its accuracy 'lower', 'same' or 'higher' than on the "
+                "photos as they are? The checker trains it and also tries mirrored photos.")(
+    _prediction(("lower", "same", "higher"), _upside_down_outcome))
 
 
 # ---- Chapter 4 -------------------------------------------------------------

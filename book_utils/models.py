@@ -52,22 +52,46 @@ def build_small_cnn(input_shape=(28, 28, 1), classes: int = 10):
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
-def augmentation(seed: int = 42):
-    """Chapter 3: random flips, shifts and small zooms, applied to training batches only."""
+@keras.saving.register_keras_serializable(package="book_utils")
+class RandomPadCrop(layers.Layer):
+    """Pad each image by `padding` pixels (mirroring its border), then cut a random window of the
+    original size out of it: a random shift of up to `padding` pixels in each direction. Training only."""
+
+    def __init__(self, padding: int = 4, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding, self.seed = padding, seed
+
+    def call(self, images, training=False):
+        import tensorflow as tf
+
+        if not training:
+            return images
+        p, shape = self.padding, tf.shape(images)
+        padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
+        offsets = tf.random.uniform((shape[0], 2), 0, 2 * p + 1, dtype=tf.int32, seed=self.seed)
+        rows = offsets[:, :1] + tf.range(shape[1])[None]  # (batch, height): the rows each image keeps
+        cols = offsets[:, 1:] + tf.range(shape[2])[None]
+        return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding, "seed": self.seed}
+
+
+def augmentation(seed: int = 42, padding: int = 4):
+    """Chapter 3: a random left-right flip and a random shift of up to `padding` pixels (pad and crop),
+    applied to training batches only (data.pipeline(..., augment=augmentation()))."""
     return keras.Sequential([
         layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed),
-        layers.RandomZoom(0.1, fill_mode="reflect", seed=seed),
+        RandomPadCrop(padding, seed=seed),
     ], name="augmentation")
 
 
-def build_cifar_cnn(input_shape=(32, 32, 3), classes: int = 10, augment: bool = False,
-                    batch_norm: bool = False, dropout: float = 0.25, seed: int = 42):
-    """Chapter 3: two blocks of (conv, conv, pool) with 32 then 64 filters, then dense 512, 512."""
+def build_cifar_cnn(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False, dropout: float = 0.25,
+                    filters=(32, 64)):
+    """Chapter 3: blocks of (conv, conv, max-pool), 32 then 64 filters, then dense 512, 512."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = augmentation(seed)(inputs) if augment else inputs
-    x = layers.Rescaling(1 / 255, name="scale_0_1")(x)
-    for block, f in enumerate((32, 64), start=1):
+    x = layers.Rescaling(1 / 255, name="scale_0_1")(inputs)
+    for block, f in enumerate(filters, start=1):
         for i in (1, 2):
             x = layers.Conv2D(f, 3, padding="same", use_bias=not batch_norm, name=f"block{block}_conv{i}")(x)
             if batch_norm:
@@ -80,8 +104,7 @@ def build_cifar_cnn(input_shape=(32, 32, 3), classes: int = 10, augment: bool = 
         x = layers.Dense(512, activation="relu", name=f"dense_{i}")(x)
         x = layers.Dropout(2 * dropout, name=f"dense_dropout_{i}")(x)
     outputs = layers.Dense(classes, activation="softmax", name="probabilities")(x)
-    name = "cifar_cnn" + ("_augmented" if augment else "") + ("_bn" if batch_norm else "")
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name="cifar_cnn" + ("_bn" if batch_norm else ""))
 
 
 def classify(model, images, batch_size: int = 256) -> np.ndarray:

@@ -30,28 +30,65 @@ def finish(fig, title: str | None = None, xlabel: str | None = None, ylabel: str
 
 
 def image_grid(images, labels, class_names, *, predicted=None, ncols: int = 10, title: str = "Samples",
-               scale: float = 1.2):
-    """A grid of images captioned with their labels (and, if given, the predicted labels in red when wrong)."""
+               scale: float = 1.3):
+    """A grid of images captioned with their labels (and, if given, the predicted labels in red when wrong).
+
+    Small photos are drawn pixel for pixel (no smoothing), so that what you see is what the network sees."""
     images = np.asarray(images)
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
-    row_height = scale * (1.25 if predicted is None else 1.6)  # room for one or two caption lines
-    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, row_height * nrows + 0.6), squeeze=False)
+    row_height = scale * (1.2 if predicted is None else 1.45)  # room for one or two caption lines
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, row_height * nrows + 0.7), squeeze=False,
+                             layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
             continue
         image = images[i]
-        ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None)
+        ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None,
+                  interpolation="nearest")
         caption = class_names[labels[i]]
         color = "black"
         if predicted is not None:
             caption = f"{class_names[labels[i]]}\n→ {class_names[predicted[i]]}"
             color = "black" if predicted[i] == labels[i] else "crimson"
-        ax.set_title(caption, fontsize=8, color=color)
+        ax.set_title(caption, fontsize=9, color=color)
     if predicted is None:
         return finish(fig, title, xlabel="each image captioned with its label")
     return finish(fig, f"{title} (true → predicted)", xlabel="each image captioned with its true label → the prediction")
+
+
+def augmentation_grid(images, augment, *, row_labels, variants: int = 6, title: str = "Augmentation",
+                      scale: float = 1.4):
+    """Each row: one image as it is, then `variants` random augmentations of it (augment(batch, training=True))."""
+    images = np.asarray(images)
+    fig, axes = plt.subplots(len(images), variants + 1, figsize=(scale * (variants + 1), scale * len(images) + 0.8),
+                             squeeze=False, layout="constrained")
+    for row, image in enumerate(images):
+        batch = np.repeat(image[None].astype("float32"), variants, axis=0)
+        shown = [image] + list(np.asarray(augment(batch, training=True)).clip(0, 255).astype("uint8"))
+        for col, picture in enumerate(shown):
+            ax = axes[row, col]
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title("original" if col == 0 else f"random {col}", fontsize=9)
+        axes[row, 0].set_ylabel(row_labels[row], fontsize=9)
+    return finish(fig, title, xlabel="each row: one training photo, then random versions of it made while training")
+
+
+def compare_curves(histories: dict, *, metric: str = "val_accuracy", title: str, ylabel: str = "validation accuracy"):
+    """One metric per epoch for several runs on one chart (e.g. the steps of an experiment)."""
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    for name, history in histories.items():
+        values = history[metric]
+        ax.plot(np.arange(1, len(values) + 1), values, "o-", markersize=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return finish(fig, title)
 
 
 def training_curves(history: dict, *, title: str = "Training curves"):

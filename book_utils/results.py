@@ -105,15 +105,15 @@ def table(records: list[dict]) -> str:
                 for row in r["comparison"] if isinstance(row, dict) and "chapter" in row and "latency_ms" in row}
     # (chapter 7's rows; other chapters' "comparison" entries are their own small tables)
     lines = ["| chapter | model | mode | data | test accuracy | parameters | model size | MACs per image "
-             "| CPU latency (batch 1) | training time | hardware | date |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| CPU latency (batch 1) | epochs | training time | hardware | date |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in records:
         m = {**r, **measured.get(r["chapter"], {})}
         macs = f"{m['macs'] / 1e6:,.1f} M" if m.get("macs") else ""
         latency = f"{m['latency_ms']:.2f} ms" if m.get("latency_ms") else ""
         lines.append(f"| {r['chapter']} | {m.get('model', '')} | {r['mode']} | {r['data']} "
                      f"| {100 * r['test_accuracy']:.2f}% | {r['params']:,} | {r['model_bytes'] / 1e6:.2f} MB "
-                     f"| {macs} | {latency} | {r['train_seconds']:.0f} s "
+                     f"| {macs} | {latency} | {r.get('epochs', '')} | {r['train_seconds']:.0f} s "
                      f"| {r.get('hardware', '?')} | {r.get('date', '?')} |")
     return "\n".join(lines)
 

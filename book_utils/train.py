@@ -97,6 +97,49 @@ def compile_classifier(model, *, epochs: int, steps_per_epoch: int, learning_rat
     return model
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How the book trains its CIFAR-10 networks, from chapter 3's last step on. Chapters 4-7 train their
+    main model with this one recipe and budget, so that their results compare architectures, not recipes."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 0.05  # peak, reached after the warm-up; SGD with Nesterov momentum 0.9
+    warmup_epochs: int = 1
+    weight_decay: float = 5e-4  # decoupled, not applied to batch-norm parameters and biases
+    label_smoothing: float = 0.1
+    shift: int = 4  # augmentation: a random left-right flip and a random shift of up to this many pixels
+
+
+RECIPE = Recipe()
+
+
+def fit_recipe(model, x_train, y_train, validation_data, *, recipe: Recipe = RECIPE, epochs: int | None = None,
+               checkpoint=None, backup_dir=None, seed: int = 42, verbose: int = 2) -> TrainingRun:
+    """Train a model on uint8 images with the recipe: augmented tf.data pipeline, compile_classifier, fit.
+
+    validation_data: (x_val, y_val) arrays. epochs: the recipe's unless given (smoke runs use fewer)."""
+    from book_utils import data, models
+
+    epochs = epochs or recipe.epochs
+    classes = model.output_shape[-1]
+    train_ds = data.pipeline(x_train, y_train, batch_size=recipe.batch_size, training=True,
+                             augment=models.augmentation(seed, recipe.shift), classes=classes, seed=seed)
+    val_ds = data.pipeline(*validation_data, batch_size=500, classes=classes)
+    compile_classifier(model, epochs=epochs, steps_per_epoch=int(np.ceil(len(x_train) / recipe.batch_size)),
+                       learning_rate=recipe.learning_rate, optimizer="sgd", weight_decay=recipe.weight_decay,
+                       label_smoothing=recipe.label_smoothing, warmup_epochs=recipe.warmup_epochs)
+    return fit(model, train_ds, epochs=epochs, validation_data=val_ds, checkpoint=checkpoint,
+               backup_dir=backup_dir, verbose=verbose)
+
+
+def predict_with_flip(model, images, batch_size: int = 500) -> np.ndarray:
+    """Test-time augmentation: the average of the probabilities for each image and its mirror image."""
+    images = np.asarray(images)
+    return (model.predict(images, batch_size=batch_size, verbose=0)
+            + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+
+
 def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validation_data=None,
         validation_split: float = 0.0, checkpoint: str | Path | None = None,
         early_stopping: int | None = None, backup_dir: str | Path | None = None,

@@ -1,6 +1,8 @@
 """Every exercise checker accepts a right answer and rejects a wrong one.
 
 The right answers live here, in the tests, not in the book."""
+import re
+
 import numpy as np
 import pytest
 
@@ -30,38 +32,41 @@ def convolve(image, kernel):
 
 
 RIGHT = {
-    "1.1": 669_706,
+    "1.1": 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10,
     "1.2": unroll,
     "1.3": lambda m: np.trace(m) / m.sum(),
     "1.4": lambda n, b: -(-n // b),
     "2.1": conv_output_size,
-    "2.2": 18_496,
+    "2.2": 5 * 5 * 8 * 16 + 16,
     "2.3": max_pool,
     "2.4": convolve,
-    "3.1": 896,
+    "3.1": 3 * 3 * 3 * 48 + 48,
     "3.2": lambda t, p, k: np.array([(p[t == c] == c).mean() for c in range(k)]),
     "3.3": (8, 8, 64),
     "3.4": lambda x: x[:, :, ::-1],
 }
 
 WRONG = {
-    "1.1": 784 * 512 + 512 * 512 + 512 * 10,  # forgot the biases
+    "1.1": 784 * 256 + 256 * 128 + 128 * 10,  # forgot the biases
     "1.2": lambda x: x.reshape(len(x), -1),  # not scaled, wrong dtype
     "1.3": lambda m: np.trace(m) / len(m),
     "1.4": lambda n, b: n // b,  # drops the last partial batch
     "2.1": lambda n, k, s=1, p="valid": n - k + 1,  # ignores the stride
-    "2.2": 64 * 9,
+    "2.2": 5 * 5 * 16,
     "2.3": lambda x: x[::2, ::2],
     "2.4": lambda image, kernel: convolve(image, kernel[::-1, ::-1]),  # a flipped kernel
-    "3.1": 320,
+    "3.1": 3 * 3 * 48 + 48,
     "3.2": lambda t, p, k: np.full(k, (t == p).mean()),
     "3.3": (32, 32, 64),
     "3.4": lambda x: x[:, ::-1],  # flips vertically
 }
 
+# The predict-then-measure exercises and their possible answers (tested at the end of this file).
+PREDICTIONS = {"1.5": ("lower", "same", "higher"), "2.5": ("lower", "same", "higher"), "3.5": ("lower", "same", "higher")}
+
 
 def test_every_exercise_is_tested():
-    assert set(RIGHT) == set(WRONG) == set(exercises.EXERCISES)
+    assert set(RIGHT) == set(WRONG) == set(exercises.EXERCISES) - set(PREDICTIONS)
     chapters = {int(e.split(".")[0]) for e in exercises.EXERCISES}
     for chapter in chapters:
         assert len(exercises.questions(chapter)) >= 3
@@ -69,13 +74,13 @@ def test_every_exercise_is_tested():
 
 # Parametrized over the book's exercises; the answers are looked up when the test runs, so that
 # the RIGHT.update / WRONG.update blocks of later chapters at the end of this file count too.
-@pytest.mark.parametrize("exercise_id", sorted(exercises.EXERCISES))
+@pytest.mark.parametrize("exercise_id", sorted(set(exercises.EXERCISES) - set(PREDICTIONS)))
 def test_right_answer_passes(exercise_id, capsys):
     assert exercises.check(exercise_id, RIGHT[exercise_id]) is True
     assert "correct" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("exercise_id", sorted(exercises.EXERCISES))
+@pytest.mark.parametrize("exercise_id", sorted(set(exercises.EXERCISES) - set(PREDICTIONS)))
 def test_wrong_answer_fails_with_a_hint(exercise_id, capsys):
     assert exercises.check(exercise_id, WRONG[exercise_id]) is False
     assert "not yet:" in capsys.readouterr().out
@@ -192,3 +197,22 @@ WRONG.update({"8.1": lambda r, s, z: (np.round(r / s) + z).astype(np.int8),  # n
               "9.1": lambda k: k.reshape(k.shape[::-1]),  # right shape, scrambled values
               "9.2": lambda w, b, g, be, m, v, eps: (w * g, b + be),  # forgot mean and variance
               "9.3": lambda y, x: np.arctan(y / np.where(x == 0, 1e-12, x))})  # wrong half of the plane
+
+
+# Predict-then-measure exercises: the right answer is whatever the checker's experiment measures, so
+# the test answers once, reads the measured outcome from the verdict, and checks the two agree.
+
+
+@pytest.mark.parametrize("exercise_id", sorted(PREDICTIONS))
+def test_prediction_exercises_judge_by_their_own_experiment(exercise_id, capsys):
+    choices = PREDICTIONS[exercise_id]
+    assert exercises.check(exercise_id, "maybe") is False
+    assert "answer one of" in capsys.readouterr().out  # refused before any training
+    right = exercises.check(exercise_id, choices[0])
+    out = capsys.readouterr().out
+    assert "%" in out  # the measured accuracies are printed
+    if right:
+        assert "correct" in out
+    else:
+        measured = re.search(r"the experiment says '(\w+)'", out).group(1)
+        assert measured in choices and measured != choices[0]

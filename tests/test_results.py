@@ -29,11 +29,11 @@ def test_record_refuses_an_unknown_mode_or_a_percentage(tmp_path):
 def test_table_lists_the_records_in_chapter_order(tmp_path):
     for chapter, acc in (("02_b", 0.5), ("01_a", 0.25)):
         results.record(chapter, mode="full", data="some data", test_accuracy=acc, params=1234,
-                       model_bytes=5_000_000, train_seconds=60, directory=tmp_path)
+                       model_bytes=5_000_000, train_seconds=60, epochs=12, directory=tmp_path)
     records = results.load_all(tmp_path)
     assert [r["chapter"] for r in records] == ["01_a", "02_b"]
     text = results.table(records)
-    assert "| 01_a |  | full | some data | 25.00% | 1,234 | 5.00 MB |  |  | 60 s |" in text
+    assert "| 01_a |  | full | some data | 25.00% | 1,234 | 5.00 MB |  |  | 12 | 60 s |" in text
 
 
 def test_table_takes_macs_and_latency_from_the_comparison_run(tmp_path):
@@ -43,8 +43,8 @@ def test_table_takes_macs_and_latency_from_the_comparison_run(tmp_path):
                    train_seconds=1, model="EffNet", macs=30_000_000, directory=tmp_path,
                    comparison=[{"chapter": "05_r", "latency_ms": 2.5}, {"chapter": "07_e", "latency_ms": 3.25}])
     text = results.table(results.load_all(tmp_path))
-    assert "| 05_r | ResNet | full | d | 90.00% | 10 | 0.00 MB | 40.6 M | 2.50 ms | 1 s |" in text
-    assert "| 07_e | EffNet | full | d | 80.00% | 10 | 0.00 MB | 30.0 M | 3.25 ms | 1 s |" in text
+    assert "| 05_r | ResNet | full | d | 90.00% | 10 | 0.00 MB | 40.6 M | 2.50 ms |  | 1 s |" in text
+    assert "| 07_e | EffNet | full | d | 80.00% | 10 | 0.00 MB | 30.0 M | 3.25 ms |  | 1 s |" in text
 
 
 def test_load_all_rejects_a_record_missing_fields(tmp_path):

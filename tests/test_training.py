@@ -80,3 +80,14 @@ def test_imagenette_archive_with_the_wrong_checksum_is_refused(tmp_path):
     with pytest.raises(data.ChecksumError, match="not used and not changed"):
         data.load("imagenette", data_dir=tmp_path, download=False)
     assert bad.read_bytes() == b"not the archive"
+
+
+def test_pad_and_crop_shifts_each_image_by_at_most_the_padding(cifar10):
+    images = cifar10.x_test[:16].astype("float32")
+    shifted = models.RandomPadCrop(4, seed=3)(images, training=True).numpy()
+    padded = np.pad(images, [(0, 0), (4, 4), (4, 4), (0, 0)], mode="reflect")
+    found = [next(((r, c) for r in range(9) for c in range(9)
+                   if np.array_equal(shifted[i], padded[i, r:r + 32, c:c + 32])), None) for i in range(16)]
+    assert None not in found  # every output is a 32x32 window of its own padded image
+    assert len(set(found)) > 3  # ... at a different offset for different images
+    assert np.array_equal(models.RandomPadCrop(4)(images, training=False), images)  # untouched at test time
