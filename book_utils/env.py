@@ -76,28 +76,32 @@ CPU_FEATURES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "VNNI": ("avx512_vnn
                 "BF16": ("avx512_bf16",), "AMX": ("amx_tile",), "NEON dot product": ("asimddp",)}
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name and its instruction-set flags (/proc/cpuinfo; elsewhere no flags)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux: say nothing rather than guess
+        return model, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model") and model in (platform.processor(), platform.machine()):
+            model = value.strip()
+        elif key in ("flags", "Features"):
+            flags |= set(value.split())
+    return model, flags
+
+
 def cpu_features(flags: str | None = None) -> list[str]:
-    """The CPU's vector instruction sets that matter for inference speed (from /proc/cpuinfo's flags)."""
-    if flags is None:
-        try:
-            lines = Path("/proc/cpuinfo").read_text().splitlines()
-        except OSError:  # not Linux: say nothing rather than guess
-            return []
-        flags = next((ln.split(":", 1)[1] for ln in lines if ln.startswith(("flags", "Features"))), "")
-    have = set(flags.split())
+    """The CPU's vector instruction sets that matter for inference speed, by name (AVX2, VNNI, ...)."""
+    have = cpu_info()[1] if flags is None else set(flags.split())
     return [name for name, names in CPU_FEATURES.items() if have & set(names)]
 
 
 def hardware() -> str:
     """A one-line description of the machine a result was measured on, with its CPU's vector instructions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info()[0]
     features = cpu_features()
     if features:
         cpu += f" ({', '.join(features)})"

@@ -13,24 +13,15 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "a
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
-def cpu_features() -> dict:
-    """The CPU's model and the instruction sets that matter for int8 vs float32 speed (Linux's
-    /proc/cpuinfo; elsewhere the list is empty and says so). Record it with every latency."""
+def instruction_sets() -> dict:
+    """The CPU's model and the instruction sets that matter for int8 vs float32 speed (from
+    env.cpu_info; elsewhere than Linux the list is None). Record it with every latency."""
     import platform
 
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model") and model in (platform.processor(), platform.machine()):
-                model = value.strip()
-            elif key in ("flags", "Features"):
-                flags |= set(value.split())
-    except OSError:
-        pass
-    isa = [f for f in ISA_FLAGS if f in flags]
-    return {"cpu": model, "machine": platform.machine(), "isa": isa if flags else None,
+    from book_utils import env
+
+    model, flags = env.cpu_info()
+    return {"cpu": model, "machine": platform.machine(), "isa": [f for f in ISA_FLAGS if f in flags] if flags else None,
             "int8_dot_product": any(f in flags for f in INT8_DOT_FLAGS) if flags else None}
 
 

@@ -72,8 +72,8 @@ def test_real_pipeline_rate_matches_a_manual_measurement(cifar10):
     assert distribute.images_per_second is measure.images_per_second  # chapter 11's old name
 
 
-def test_cpu_features_name_the_int8_instructions():
-    found = measure.cpu_features()
+def test_instruction_sets_name_the_int8_instructions():
+    found = measure.instruction_sets()
     assert found["cpu"] and found["machine"]
     try:
         flags = set(open("/proc/cpuinfo").read().split())

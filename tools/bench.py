@@ -91,7 +91,7 @@ def latency(repeats: int) -> dict:
             times[k].append(tflite.latency_ms(f, threads=1))
     med = {k: float(np.median(v)) for k, v in times.items()}
     print(f"latency: float32 {med['float32']:.2f} ms, int8 {med['int8']:.2f} ms", flush=True)
-    return {"model": source, "threads": 1, "repeats": repeats, "cpu": measure.cpu_features(),
+    return {"model": source, "threads": 1, "repeats": repeats, "cpu": measure.instruction_sets(),
             "float32_ms": med["float32"], "int8_ms": med["int8"],
             "int8_speedup": med["float32"] / med["int8"], "float32_bytes": len(files["float32"]),
             "int8_bytes": len(files["int8"]), "all_ms": times}
