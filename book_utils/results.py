@@ -158,7 +158,7 @@ def bench_table(bench: dict | None) -> str:
                      f"| {_num(f.get('test_accuracy'), '{:.2%}')} |")
     lines += ["",
               "| measurement | value |", "|---|---:|",
-              f"| CPU latency, TFLite float32, batch 1, 1 thread ({lat['model'].split(' ')[0]}) "
+              f"| CPU latency, TFLite float32, batch 1, 1 thread ({lat['model'].split(',')[0]}) "
               f"| {lat['float32_ms']:.2f} ms |",
               f"| CPU latency, TFLite int8 | {lat['int8_ms']:.2f} ms |",
               f"| int8 speed-up (float32 / int8) | {lat['int8_speedup']:.2f}x |",
