@@ -8,7 +8,7 @@ tf = pytest.importorskip("tensorflow")
 
 from book_utils import data, distribute, measure, models  # noqa: E402
 
-BATCH, BATCHES, STEP, FIRST = 16, 8, 0.005, 0.04  # images per batch, batches per epoch, seconds
+BATCH, BATCHES, STEP, FIRST = 16, 8, 0.005, 0.08  # images per batch, batches per epoch, seconds
 
 
 def _sleep(seconds):
@@ -40,11 +40,11 @@ def test_steady_state_rate_excludes_the_cache_filling_epoch():
     rate = measure.images_per_second(ds, repeats=3)
     assert rate <= BATCH / STEP * 1.02  # no faster than the work it must do
     manual = _manual_rate(_cached_pipeline())
-    assert manual / 2 < rate < manual * 2  # loose: the machine may be busy
+    assert manual / 4 < rate < manual * 4  # loose: two timings on a machine that may be busy
     # A fresh iterator over the first batches, the old method, times the cache being filled:
     start = time.perf_counter()
     first = sum(int(x.shape[0]) for x in _cached_pipeline().take(BATCHES)) / (time.perf_counter() - start)
-    assert rate > 2.5 * first  # 9x on an idle machine: (FIRST + STEP) / STEP
+    assert rate > 2.5 * first  # 17x on an idle machine: (FIRST + STEP) / STEP
 
 
 def test_windows_and_warmup_can_be_given_and_bad_values_are_refused():
@@ -65,7 +65,7 @@ def test_real_pipeline_rate_matches_a_manual_measurement(cifar10):
 
     rate = measure.images_per_second(tuned(), repeats=3)
     manual = _manual_rate(tuned())
-    assert manual / 2 < rate < manual * 2
+    assert manual / 4 < rate < manual * 4  # loose: two timings on a machine that may be busy
     naive = measure.naive_dataset(x, y, 128)
     images, labels = next(iter(naive))
     assert images.shape == (128, 32, 32, 3) and labels.shape == (128, 10)
