@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from book_utils import measure
+from book_utils import measure, train
 
 KINDS = ("auto", "tpu", "multiworker", "mirrored", "default")
 
@@ -153,13 +153,6 @@ def scaled_learning_rate(base_rate: float, base_batch: int, batch: int) -> float
 # and keeps each replica's own moving averages (synchronized=False is the default); the weights are
 # all-reduced, these statistics are not, and a saved model keeps one replica's. Two remedies:
 
-def _batch_norms(model) -> list:
-    import keras
-
-    return [layer for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, keras.layers.BatchNormalization)]
-
-
 def synchronized_batch_norm(model):
     """A copy of the model, same weights, whose BatchNormalization layers use the whole global batch's
     statistics at every step (synchronized=True: one all-reduce per BN layer per step), so that all
@@ -172,34 +165,14 @@ def synchronized_batch_norm(model):
             config["synchronized"] = True
         return layer.__class__.from_config(config)
 
-    if not _batch_norms(model):
+    if not train.batch_norms(model):
         raise ValueError(f"{model.name} has no BatchNormalization layer to synchronize")
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
 
 
-def recalibrate_batch_norm(model, images, batch_size: int = 128) -> int:
-    """Recompute every BatchNormalization layer's moving mean and variance from `images` with the trained
-    weights: the average of its batch statistics over the batches (as "precise BN" does), the same on
-    every replica. Run it after training and before saving. Other layers run as in training too
-    (dropout), as they did when the statistics were gathered. Returns how many layers it set."""
-    bns = _batch_norms(model)
-    images = np.asarray(images)
-    if not bns:
-        raise ValueError(f"{model.name} has no BatchNormalization layer to recalibrate")
-    if len(images) < batch_size:
-        raise ValueError(f"need at least one full batch of {batch_size} images, got {len(images)}")
-    momenta = [bn.momentum for bn in bns]
-    try:
-        for k, start in enumerate(range(0, len(images) - batch_size + 1, batch_size), 1):
-            for bn in bns:  # moving = moving * (k-1)/k + batch / k: the running mean of the k batches
-                bn.momentum = (k - 1) / k
-            model(images[start:start + batch_size].astype("float32"), training=True)
-    finally:
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-    return len(bns)
+recalibrate_batch_norm = train.recalibrate_batch_norm  # one implementation, in train
 
 
 def replica_divergence(model, s) -> float:

@@ -191,23 +191,36 @@ def earlier_model(filename: str, build, x_train, y_train, *, epochs: int, train_
     augment = models.augmentation(seed) if x.shape[-1] == 3 else None  # no flips for digits
     run = fit(model, data.pipeline(x, y, batch_size=batch_size, training=True, augment=augment, classes=10),
               epochs=epochs, verbose=0)
-    _recalibrate_batch_norm(model, x[:500])
+    if batch_norms(model):  # a few dozen steps leave the moving averages unsettled: set them from data
+        recalibrate_batch_norm(model, x[:500], batch_size=min(500, len(x)))
     return model, (f"stand-in for {filename}: {model.name} trained here for {epochs} epochs "
                    f"on {len(x):,} images ({filename} not found in the models folder)"), run.train_seconds
 
 
-def _recalibrate_batch_norm(model, images) -> None:
-    """Set every BatchNormalization's moving mean and variance to their values on `images`.
+def batch_norms(model) -> list:
+    """Every BatchNormalization layer of a model, nested ones included."""
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)]
 
-    A few dozen training steps are too few for the moving averages to settle, and a network
-    evaluated with unsettled statistics guesses; one pass with momentum 0 fixes that.
-    """
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    if not norms:
-        return
-    saved = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.momentum = 0.0
-    model(np.asarray(images, np.float32), training=True)
-    for bn, momentum in zip(norms, saved):
-        bn.momentum = momentum
+
+def recalibrate_batch_norm(model, images, batch_size: int = 128) -> int:
+    """Recompute every BatchNormalization layer's moving mean and variance from `images` with the trained
+    weights: the average of its batch statistics over the batches (as "precise BN" does), the same on
+    every replica. Run it after training and before saving. Other layers run as in training too
+    (dropout), as they did when the statistics were gathered. Returns how many layers it set."""
+    bns = batch_norms(model)
+    images = np.asarray(images)
+    if not bns:
+        raise ValueError(f"{model.name} has no BatchNormalization layer to recalibrate")
+    if len(images) < batch_size:
+        raise ValueError(f"need at least one full batch of {batch_size} images, got {len(images)}")
+    momenta = [bn.momentum for bn in bns]
+    try:
+        for k, start in enumerate(range(0, len(images) - batch_size + 1, batch_size), 1):
+            for bn in bns:  # moving = moving * (k-1)/k + batch / k: the running mean of the k batches
+                bn.momentum = (k - 1) / k
+            model(images[start:start + batch_size].astype("float32"), training=True)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+    return len(bns)

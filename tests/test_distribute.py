@@ -156,7 +156,7 @@ BATCH_NORM = """
     found = {"trained": distribute.replica_divergence(model, strategy)}
     found["layers"] = distribute.recalibrate_batch_norm(model, x, batch_size=64)
     found["recalibrated"] = distribute.replica_divergence(model, strategy)
-    first = distribute._batch_norms(model)[0]
+    first = train.batch_norms(model)[0]
     inputs = keras.Model(model.inputs, first.input)
     batches = [np.asarray(inputs(x[i:i + 64].astype("float32"), training=True)) for i in range(0, 256, 64)]
     found["mean_error"] = float(np.abs(np.mean([b.mean((0, 1, 2)) for b in batches], 0) - first.moving_mean).max())
@@ -164,7 +164,7 @@ BATCH_NORM = """
     with strategy.scope():
         synced = distribute.synchronized_batch_norm(model)
         train.compile_classifier(synced, epochs=1, steps_per_epoch=4, learning_rate=0.05)
-    found["all_synchronized"] = all(bn.synchronized for bn in distribute._batch_norms(synced))
+    found["all_synchronized"] = all(bn.synchronized for bn in train.batch_norms(synced))
     found["copy_predicts_alike"] = float(np.abs(synced.predict(x[:32], verbose=0) - model.predict(x[:32], verbose=0)).max())
     synced.fit(ds, epochs=1, verbose=0)
     found["synchronized"] = distribute.replica_divergence(synced, strategy)
