@@ -87,8 +87,8 @@ def augmentation(seed: int = 42, padding: int = 4):
 
 
 def build_cifar_cnn(input_shape=(32, 32, 3), classes: int = 10, batch_norm: bool = False, dropout: float = 0.25,
-                    filters=(32, 64)):
-    """Chapter 3: blocks of (conv, conv, max-pool), 32 then 64 filters, then dense 512, 512."""
+                    filters=(32, 64, 128)):
+    """Chapter 3: blocks of (conv, conv, max-pool), with 32, 64 and 128 filters, then dense 512, 512."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1 / 255, name="scale_0_1")(inputs)
     for block, f in enumerate(filters, start=1):

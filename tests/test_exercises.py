@@ -42,7 +42,7 @@ RIGHT = {
     "2.4": convolve,
     "3.1": 3 * 3 * 3 * 48 + 48,
     "3.2": lambda t, p, k: np.array([(p[t == c] == c).mean() for c in range(k)]),
-    "3.3": (8, 8, 64),
+    "3.3": (4, 4, 128),
     "3.4": lambda x: x[:, :, ::-1],
 }
 
@@ -57,7 +57,7 @@ WRONG = {
     "2.4": lambda image, kernel: convolve(image, kernel[::-1, ::-1]),  # a flipped kernel
     "3.1": 3 * 3 * 48 + 48,
     "3.2": lambda t, p, k: np.full(k, (t == p).mean()),
-    "3.3": (32, 32, 64),
+    "3.3": (32, 32, 128),
     "3.4": lambda x: x[:, ::-1],  # flips vertically
 }
 
