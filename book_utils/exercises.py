@@ -490,6 +490,61 @@ def _cifar_resnet_params(fn):
     return None
 
 
+def block_removal_experiment(*, train_images: int = 5000, epochs: int = 3, seed: int = 0) -> dict:
+    """ResNet-20 and the plain network of the same depth, each trained briefly with the recipe, then tested on
+    2,000 test photos as they are and with each block that keeps the resolution switched off in turn (the last
+    batch norm of its branch scaled to zero, so its branch outputs zeros). Returns {network: {"intact": accuracy,
+    block name: accuracy, ...}}."""
+    import keras
+
+    from book_utils import data, train
+    from book_utils.architectures import resnet_cifar
+
+    cifar = data.load("cifar10")
+    x, y = data.subset(cifar.x_train, cifar.y_train, train_images, seed)
+    x_test, y_test = cifar.x_test[:2000], cifar.y_test[:2000]
+    result = {}
+    for name, residual in (("ResNet-20", True), ("plain-20", False)):
+        keras.utils.set_random_seed(seed)
+        model = resnet_cifar(20, residual=residual)
+        train.fit_recipe(model, x, y, (cifar.x_test[-1000:], cifar.y_test[-1000:]), epochs=epochs, seed=seed,
+                         verbose=0)
+
+        def accuracy():
+            return float((model.predict(x_test, batch_size=500, verbose=0).argmax(axis=1) == y_test).mean())
+
+        result[name] = {"intact": accuracy()}
+        for stage in (1, 2, 3):
+            for block in (2, 3) if stage > 1 else (1, 2, 3):  # the first block of stages 2, 3 changes the shape
+                bn = model.get_layer(f"stage{stage}_block{block}_2_bn")
+                saved = [w.numpy() for w in bn.weights]
+                bn.gamma.assign(np.zeros_like(saved[0]))
+                bn.beta.assign(np.zeros_like(saved[1]))
+                result[name][f"stage{stage}_block{block}"] = accuracy()
+                for w, value in zip(bn.weights, saved):
+                    w.assign(value)
+    return result
+
+
+def _block_removal_outcome():
+    acc = block_removal_experiment()
+    drops = {name: float(np.mean([a["intact"] - v for block, v in a.items() if block != "intact"]))
+             for name, a in acc.items()}
+    lines = [f"{name}: {a['intact']:.2%} intact; one block off at a time: "
+             + ", ".join(f"{v:.1%}" for block, v in a.items() if block != "intact")
+             + f" (mean drop {100 * drops[name]:.1f} points)" for name, a in acc.items()]
+    outcome = _compare(drops["ResNet-20"], drops["plain-20"], tolerance=0.02)
+    outcome = {"higher": "plain", "lower": "resnet", "same": "same"}[outcome]  # whose drop is larger
+    return outcome, "\n".join(lines) + "\n('same' means mean drops within 2 points)"
+
+
+exercise("5.5", "Predict, then measure: switch off one block at a time (its branch outputs zeros) in a ResNet-20 and "
+                "in the plain network of the same depth, both trained briefly. Which loses more test accuracy on "
+                "average: 'plain', 'resnet' or 'same'? The checker trains both and switches off each block that "
+                "keeps the resolution.")(
+    _prediction(("plain", "resnet", "same"), _block_removal_outcome))
+
+
 # ---- Chapter 7 -------------------------------------------------------------
 
 @exercise("7.1", "Write compound_scaling(phi): EfficientNet's (depth, width, resolution) multipliers for a "
