@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from book_utils import measure, train
+from book_utils import train
 
 KINDS = ("auto", "tpu", "multiworker", "mirrored", "default")
 
@@ -264,12 +264,7 @@ def run_local_workers(script: str | os.PathLike, args: list[str] = (), n: int = 
     return WorkerRun(codes, logs, seconds)
 
 
-# ---- Measuring training steps (input-pipeline throughput lives in measure) ------------------------
-
-# Chapter 11 calls these as distribute.naive_dataset / distribute.images_per_second; they are
-# measure's (one place for each thing), kept here under their old names for the chapter.
-naive_dataset = measure.naive_dataset
-images_per_second = measure.images_per_second
+# ---- Measuring training steps (input-pipeline throughput: measure.images_per_second) ------------
 
 
 @contextlib.contextmanager

@@ -721,6 +721,55 @@ def _mixed_variable_dtype(answer):
             "hold small updates. Try it: keras.layers.Dense(4, dtype='mixed_bfloat16').")
 
 
+def augment_order_experiment(*, images: int = 4096, batch_size: int = 128, rounds: int = 3, seed: int = 0) -> dict:
+    """Steady-state images per second (measure.images_per_second, its defaults) of data.pipeline over `images`
+    CIFAR-10 training photos with the book's augmentation, which batches first and augments whole batches, and
+    of the same pipeline augmenting each image alone before batching (cache, shuffle, parallel map and prefetch
+    as they are). The two are measured in turn, `rounds` times, and each keeps its best rate: a busy machine
+    slows some rounds, never speeds one up. Returns {"batched": ..., "per image": ...}."""
+    import tensorflow as tf
+
+    from book_utils import data, measure, models
+
+    cifar = data.load("cifar10")
+    x, y = data.subset(cifar.x_train, cifar.y_train, images, seed)
+    augment = models.augmentation(seed)
+
+    def one_image(image, label):
+        return augment(tf.cast(image, tf.float32)[None], training=True)[0], tf.one_hot(label, 10)
+
+    pipelines = {
+        "batched": data.pipeline(x, y, batch_size=batch_size, training=True, augment=augment, classes=10, seed=seed),
+        "per image": tf.data.Dataset.from_tensor_slices((x, y)).cache().shuffle(len(x), seed=seed)
+        .map(one_image, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE),
+    }
+    rates = {name: 0.0 for name in pipelines}
+    for _ in range(rounds):
+        for name, ds in pipelines.items():
+            rates[name] = max(rates[name], measure.images_per_second(ds))
+    return rates
+
+
+def _augment_order_outcome():
+    from book_utils import env
+
+    rates = augment_order_experiment()
+    share = rates["per image"] / rates["batched"]
+    outcome = "as many" if 0.8 <= share <= 1.25 else ("fewer" if share < 0.8 else "more")
+    return (outcome,
+            f"data.pipeline (augments whole batches): {rates['batched']:,.0f} images/s; augmenting each image "
+            f"before batching: {rates['per image']:,.0f} images/s, {share:.0%} of the batched rate ('as many' "
+            f"means 80% to 125%). Steady state, best of 3 rounds, on {env.hardware()}.")
+
+
+exercise("11.5", "Predict, then measure: data.pipeline batches the photos first and then augments whole batches. "
+                 "Move the augmentation before the batching, so that each image is augmented alone (cache, "
+                 "shuffle, parallel map and prefetch stay). At steady state, does this pipeline deliver 'fewer' "
+                 "images per second than data.pipeline, 'as many' (within 20%) or 'more'? The checker measures "
+                 "both with measure.images_per_second on 4,096 CIFAR-10 photos (under a minute).")(
+    _prediction(("fewer", "as many", "more"), _augment_order_outcome))
+
+
 # ---- Chapter 8 -------------------------------------------------------------
 
 @exercise("8.1", "Write quantize(r, scale, zero_point): int8 codes of real numbers r with the affine map "

@@ -63,7 +63,7 @@ WRONG = {
 
 # The predict-then-measure exercises and their possible answers (tested at the end of this file).
 PREDICTIONS = {"1.5": ("lower", "same", "higher"), "2.5": ("lower", "same", "higher"), "3.5": ("lower", "same", "higher"),
-               "5.5": ("plain", "resnet", "same")}
+               "5.5": ("plain", "resnet", "same"), "11.5": ("fewer", "as many", "more")}
 
 
 def test_every_exercise_is_tested():
