@@ -99,16 +99,23 @@ def table(records: list[dict]) -> str:
     """A Markdown table of the records: chapter, model, mode, data, accuracy, size, cost, latency, time, hardware, date.
 
     MACs and CPU latency come from the chapter-7 comparison, which measures every model in one run
-    (so that the latencies compare), else from the chapter's own record, else they are left blank.
+    (so that the latencies compare), when it measured the recorded architecture (the same number of
+    parameters); else from the chapter's own record, else they are left blank.
     """
-    measured = {row["chapter"]: row for r in records if isinstance(r.get("comparison"), list)
-                for row in r["comparison"] if isinstance(row, dict) and "chapter" in row and "latency_ms" in row}
-    # (chapter 7's rows; other chapters' "comparison" entries are their own small tables)
+    by_chapter = {r["chapter"]: r for r in records}
+    measured = {}  # chapter -> MACs and latency measured by chapter 7 (its rows; others' are their own tables)
+    for r in records:
+        for row in r.get("comparison") if isinstance(r.get("comparison"), list) else []:
+            own = by_chapter.get(row.get("chapter")) if isinstance(row, dict) else None
+            if own and "latency_ms" in row and row.get("params") == own["params"]:
+                measured[own["chapter"]] = {k: row[k] for k in ("model", "macs", "latency_ms") if k in row}
     lines = ["| chapter | model | mode | data | test accuracy | parameters | model size | MACs per image "
              "| CPU latency (batch 1) | epochs | training time | hardware | date |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in records:
-        m = {**r, **measured.get(r["chapter"], {})}
+        seen = measured.get(r["chapter"], {})  # chapter 7's measurement wins: all latencies from one run
+        m = {"model": r.get("model") or seen.get("model", ""), "macs": seen.get("macs") or r.get("macs"),
+             "latency_ms": seen.get("latency_ms") or r.get("latency_ms")}
         macs = f"{m['macs'] / 1e6:,.1f} M" if m.get("macs") else ""
         latency = f"{m['latency_ms']:.2f} ms" if m.get("latency_ms") else ""
         lines.append(f"| {r['chapter']} | {m.get('model', '')} | {r['mode']} | {r['data']} "

@@ -41,10 +41,16 @@ def test_table_takes_macs_and_latency_from_the_comparison_run(tmp_path):
                    train_seconds=1, model="ResNet", macs=40_600_000, latency_ms=9.0, directory=tmp_path)
     results.record("07_e", mode="full", data="d", test_accuracy=0.8, params=10, model_bytes=100,
                    train_seconds=1, model="EffNet", macs=30_000_000, directory=tmp_path,
-                   comparison=[{"chapter": "05_r", "latency_ms": 2.5}, {"chapter": "07_e", "latency_ms": 3.25}])
+                   comparison=[{"chapter": "05_r", "params": 10, "latency_ms": 2.5},
+                               {"chapter": "07_e", "params": 10, "latency_ms": 3.25},
+                               {"chapter": "03_c", "params": 99, "model": "old CNN", "macs": 5e6, "latency_ms": 1.0}])
+    results.record("03_c", mode="full", data="d", test_accuracy=0.7, params=12, model_bytes=100,
+                   train_seconds=1, model="new CNN", directory=tmp_path)
     text = results.table(results.load_all(tmp_path))
     assert "| 05_r | ResNet | full | d | 90.00% | 10 | 0.00 MB | 40.6 M | 2.50 ms |  | 1 s |" in text
     assert "| 07_e | EffNet | full | d | 80.00% | 10 | 0.00 MB | 30.0 M | 3.25 ms |  | 1 s |" in text
+    # a comparison row of another architecture (the chapter's network changed since) lends it nothing
+    assert "| 03_c | new CNN | full | d | 70.00% | 12 | 0.00 MB |  |  |  | 1 s |" in text
 
 
 def test_load_all_rejects_a_record_missing_fields(tmp_path):
