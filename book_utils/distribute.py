@@ -152,6 +152,7 @@ def scaled_learning_rate(base_rate: float, base_batch: int, batch: int) -> float
 # Keras's BatchNormalization normalizes each replica's part of the batch with that part's statistics
 # and keeps each replica's own moving averages (synchronized=False is the default); the weights are
 # all-reduced, these statistics are not, and a saved model keeps one replica's. Two remedies:
+# this synchronized copy, or train.recalibrate_batch_norm after training (one place for it).
 
 def synchronized_batch_norm(model):
     """A copy of the model, same weights, whose BatchNormalization layers use the whole global batch's
@@ -170,9 +171,6 @@ def synchronized_batch_norm(model):
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
-
-
-recalibrate_batch_norm = train.recalibrate_batch_norm  # one implementation, in train
 
 
 def replica_divergence(model, s) -> float:

@@ -154,7 +154,7 @@ BATCH_NORM = """
         train.compile_classifier(model, epochs=1, steps_per_epoch=4, learning_rate=0.05)
     model.fit(ds, epochs=1, verbose=0)
     found = {"trained": distribute.replica_divergence(model, strategy)}
-    found["layers"] = distribute.recalibrate_batch_norm(model, x, batch_size=64)
+    found["layers"] = train.recalibrate_batch_norm(model, x, batch_size=64)
     found["recalibrated"] = distribute.replica_divergence(model, strategy)
     first = train.batch_norms(model)[0]
     inputs = keras.Model(model.inputs, first.input)
