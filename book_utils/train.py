@@ -1,6 +1,7 @@
 """The one training function every chapter uses: model.fit with timing and the usual callbacks."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,16 +12,42 @@ import numpy as np
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records the wall-clock seconds of every epoch."""
+    """Records the wall-clock seconds of every epoch.
+
+    With `path` it also keeps every finished epoch's seconds and metrics in that JSON file, so that a run
+    resumed from a backup (fit's backup_dir) still reports the epochs an earlier process trained: they are
+    in `earlier`, and `checkpoint` (a ModelCheckpoint) learns the best value they reached, so that a worse
+    resumed epoch does not replace the best model."""
+
+    def __init__(self, path: str | Path | None = None, checkpoint=None):
+        super().__init__()
+        self.path = Path(path) if path else None
+        self.checkpoint = checkpoint
 
     def on_train_begin(self, logs=None):
-        self.seconds = []
+        self.seconds, self.earlier = [], []
+        self._stored = json.loads(self.path.read_text()) if self.path and self.path.is_file() else {}
+        self._first = True
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first:  # epoch is where this call starts: 0, or the epoch after a restored backup
+            self._first = False
+            self._stored = {int(k): v for k, v in self._stored.items() if int(k) < epoch}
+            self.earlier = [self._stored[k] for k in sorted(self._stored)]
+            cp = self.checkpoint
+            values = [e[cp.monitor] for e in self.earlier if cp is not None and cp.monitor in e]
+            if values:  # the book's checkpoints monitor an accuracy (higher is better) or a loss
+                cp.best = max(values) if "acc" in cp.monitor else min(values)
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+        if self.path:
+            self._stored[epoch] = {"seconds": self.seconds[-1], **{k: float(v) for k, v in (logs or {}).items()}}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_text(json.dumps(self._stored))
+            os.replace(partial, self.path)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -151,14 +178,17 @@ def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validati
     backup_dir: resume an interrupted run from its last finished epoch.
     """
     monitor = "val_accuracy" if (validation_data is not None or validation_split) else "accuracy"
-    timer = EpochTimer()
+    best = AtomicModelCheckpoint(checkpoint, monitor=monitor, save_best_only=True) if checkpoint else None
+    # with a backup, the timer keeps the finished epochs beside it, and runs before the backup is written:
+    # a run killed between the two repeats an epoch the timer knows, instead of losing one
+    timer = EpochTimer(Path(backup_dir) / "epochs.json" if backup_dir else None, checkpoint=best)
     cbs = [timer, *callbacks]
-    if backup_dir:  # first, so that an epoch is saved before any other callback reports it done;
+    if backup_dir:  # early, so that an epoch is saved before any other callback reports it done;
         # double_checkpoint keeps the previous epoch's backup in case a save is killed half-way
-        cbs.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
-    if checkpoint:
+        cbs.insert(1, keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+    if best:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        cbs.append(AtomicModelCheckpoint(checkpoint, monitor=monitor, save_best_only=True))
+        cbs.append(best)
     if early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping,
                                                  restore_best_weights=True))
@@ -166,7 +196,10 @@ def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validati
                         shuffle=y is not None,  # a tf.data pipeline shuffles itself
                         validation_data=validation_data, validation_split=validation_split,
                         callbacks=cbs, verbose=verbose)
-    return TrainingRun(history=dict(history.history), epoch_seconds=timer.seconds)
+    # a resumed run: the epochs an earlier process trained come first
+    return TrainingRun(history={k: [e.get(k, float("nan")) for e in timer.earlier] + list(v)
+                                for k, v in history.history.items()},
+                       epoch_seconds=[e["seconds"] for e in timer.earlier] + timer.seconds)
 
 
 def earlier_model(filename: str, build, x_train, y_train, *, epochs: int, train_size: int | None = None,

@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Trains the chapter-1 MLP on 2,000 real MNIST images with train.fit(backup_dir=...).
-# After each epoch it writes the epoch number to <work>/progress; the result goes to <work>/result.json.
+# After each epoch it writes the epoch number to <work>/progress and appends the epoch's training accuracy to
+# <work>/accuracy; the result goes to <work>/result.json.
 TRAINER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
@@ -26,7 +27,12 @@ TRAINER = textwrap.dedent("""
     x, y = data.subset(mnist.x_train, mnist.y_train, 2000, seed=7)
 
     class Progress(keras.callbacks.Callback):
+        trained_here = 0
+
         def on_epoch_end(self, epoch, logs=None):
+            Progress.trained_here += 1
+            with open(work / "accuracy", "a") as f:
+                f.write(f"{logs['accuracy']!r}\\n")
             (work / "progress").write_text(str(epoch + 1))
             time.sleep(0.5)  # room for the test to interrupt between epochs
 
@@ -35,7 +41,9 @@ TRAINER = textwrap.dedent("""
     run = train.fit(model, x, y, epochs=epochs, batch_size=64, backup_dir=work / "backup",
                     callbacks=[Progress()], verbose=0)
     accuracy = model.evaluate(mnist.x_test, mnist.y_test, verbose=0)[1]
-    (work / "result.json").write_text(json.dumps({"epochs_run": run.epochs, "accuracy": accuracy}))
+    (work / "result.json").write_text(json.dumps({"epochs_trained_here": Progress.trained_here, "epochs_run": run.epochs,
+                                                  "seconds": run.epoch_seconds, "history": run.history,
+                                                  "accuracy": accuracy}))
 """)
 
 
@@ -64,14 +72,18 @@ def test_training_killed_with_a_signal_resumes_from_its_last_epoch(tmp_path):
     assert resumed.wait(timeout=300) == 0
     result = json.loads((work / "result.json").read_text())
     # Only the remaining epochs were trained, and the run ended at the same epoch count.
-    assert result["epochs_run"] == epochs - done_before_kill
+    assert result["epochs_trained_here"] == epochs - done_before_kill
     assert int((work / "progress").read_text()) == epochs
+    # The resumed run reports every epoch, those the killed process trained first.
+    logged = [float(line) for line in (work / "accuracy").read_text().split()]
+    assert len(logged) == epochs and result["epochs_run"] == epochs and len(result["seconds"]) == epochs
+    assert result["history"]["accuracy"] == pytest.approx(logged, abs=1e-6)
 
     straight = tmp_path / "straight"
     straight.mkdir()
     assert start(straight, epochs).wait(timeout=300) == 0
     uninterrupted = json.loads((straight / "result.json").read_text())
-    assert uninterrupted["epochs_run"] == epochs
+    assert uninterrupted["epochs_run"] == uninterrupted["epochs_trained_here"] == epochs
     assert result["accuracy"] == pytest.approx(uninterrupted["accuracy"], abs=0.03)
     assert result["accuracy"] > 0.8
 

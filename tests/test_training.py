@@ -91,3 +91,25 @@ def test_pad_and_crop_shifts_each_image_by_at_most_the_padding(cifar10):
     assert None not in found  # every output is a 32x32 window of its own padded image
     assert len(set(found)) > 3  # ... at a different offset for different images
     assert np.array_equal(models.RandomPadCrop(4)(images, training=False), images)  # untouched at test time
+
+
+def test_epoch_timer_brings_back_the_epochs_before_a_resumed_start(tmp_path):
+    import json
+
+    path = tmp_path / "epochs.json"
+    path.write_text(json.dumps({"0": {"seconds": 2.0, "val_accuracy": 0.6}, "1": {"seconds": 3.0, "val_accuracy": 0.7},
+                                "2": {"seconds": 9.0, "val_accuracy": 0.1}}))  # epoch 2 never reached its backup
+    checkpoint = train.AtomicModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy", save_best_only=True)
+    timer = train.EpochTimer(path, checkpoint=checkpoint)
+    timer.on_train_begin()
+    timer.on_epoch_begin(2)  # the backup restored two epochs
+    assert [e["seconds"] for e in timer.earlier] == [2.0, 3.0]
+    assert checkpoint.best == 0.7  # a resumed epoch must beat the earlier best to replace the checkpoint
+    timer.on_epoch_end(2, {"val_accuracy": 0.75})
+    assert sorted(json.loads(path.read_text())) == ["0", "1", "2"]
+    assert json.loads(path.read_text())["2"]["val_accuracy"] == 0.75
+
+    fresh = train.EpochTimer(path)
+    fresh.on_train_begin()
+    fresh.on_epoch_begin(0)  # a run from the start ignores what the file holds
+    assert fresh.earlier == []
