@@ -75,15 +75,22 @@ def untested_versions() -> list[str]:
     import tensorflow as tf
 
     ct = import_coremltools()
-    from coremltools import _deps
     from packaging.version import Version
 
-    tested = getattr(_deps, "_TF_2_MAX_VERSION", None)
+    tested = tested_tensorflow()
     installed = Version(tf.__version__.split("-")[0].split("rc")[0])
     if tested and installed > Version(tested):
         return [f"TensorFlow {tf.__version__} is newer than {tested}, the newest version coremltools "
                 f"{ct.__version__} was tested with"]
     return []
+
+
+def tested_tensorflow() -> str | None:
+    """The newest TensorFlow version this coremltools was tested with (None where it does not say)."""
+    import_coremltools()
+    from coremltools import _deps
+
+    return getattr(_deps, "_TF_2_MAX_VERSION", None)
 
 
 @contextlib.contextmanager
@@ -214,10 +221,14 @@ def compute_units(path_or_model) -> dict:
     return {"format": kind, "precision": precision, "units": units, "source": TYPED_EXECUTION}
 
 
-def verify_spec(path, *, image_size, grayscale: bool, class_names, metadata: dict | None = None) -> dict:
+def verify_spec(path, *, image_size, grayscale: bool, class_names, metadata: dict | None = None,
+                sizes=None) -> dict:
     """Check a saved Core ML classifier: image input of the right size and colour space, the class
-    labels, and metadata (author, license, short_description, version...). Raises CoreMLError at the
-    first mismatch; returns what it checked, check -> what the file holds."""
+    labels, and metadata (author, license, short_description, version...); with `sizes`, that the
+    input accepts exactly image_size and those other (height, width) sizes (EnumeratedShapes). Raises
+    CoreMLError at the first mismatch; returns what it checked, check -> what the file holds ("sizes":
+    the (height, width) the input accepts; a range is {"height": (low, high), "width": ...}, high -1 for
+    no limit)."""
     mlmodel = load(path)
     spec = mlmodel.get_spec()
     found = {"format": spec.WhichOneof("Type"), "spec_version": spec.specificationVersion}
@@ -232,6 +243,19 @@ def verify_spec(path, *, image_size, grayscale: bool, class_names, metadata: dic
     if colour != ("GRAYSCALE" if grayscale else "RGB"):
         raise CoreMLError(f"image input is {colour}, expected {'GRAYSCALE' if grayscale else 'RGB'}")
     found["input"] = f"{inputs[0].name}: image {image.width}x{image.height} {colour}"
+    flexibility = image.WhichOneof("SizeFlexibility")
+    if flexibility == "enumeratedSizes":
+        found["sizes"] = [(s.height, s.width) for s in image.enumeratedSizes.sizes]
+    elif flexibility == "imageSizeRange":
+        r = image.imageSizeRange
+        found["sizes"] = {"height": (r.heightRange.lowerBound, r.heightRange.upperBound),
+                          "width": (r.widthRange.lowerBound, r.widthRange.upperBound)}
+    else:
+        found["sizes"] = [(image.height, image.width)]
+    if sizes is not None:
+        want = sorted({(height, width), *((int(h), int(w)) for h, w in sizes)})
+        if not isinstance(found["sizes"], list) or sorted(found["sizes"]) != want:
+            raise CoreMLError(f"image input accepts {found['sizes']}, expected the sizes {want}")
     kind = spec.WhichOneof("Type")
     holder = spec.mlProgram if kind == "mlProgram" else getattr(spec, kind)
     if kind == "mlProgram":  # an ML program keeps its labels in the classify op's class list
@@ -562,6 +586,18 @@ def load_into_keras(model, path_or_model):
     return clone
 
 
+def float16_copy(model):
+    """A copy of a Keras model that keeps its weights and computes in float16 (dtype policy "float16",
+    every layer): on Linux, an estimate of what a float16 ML program computes on the GPU or the Neural
+    Engine. Only an estimate: Core ML may sum in another order, or accumulate in more bits."""
+    import keras
+
+    copy = keras.models.clone_model(
+        model, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": "float16"}))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def kmeans_lut(weight, bits: int, iterations: int = 30):
     """k-means in one dimension: the 2**bits values (a lookup table) that best stand for the weights,
     and the index of each weight's nearest value. Returns (lut, indices) as coremltools's custom
@@ -589,7 +625,8 @@ def quantize(mlmodel, name: str, weight_threshold: int = 2048):
     """Compress an ML program's weights with coremltools.optimize.coreml (see COMPRESSIONS): "linear8"
     (int8, per channel), "linear4" (int4 per channel), "palette8/6/4/3/2/1" (a k-means lookup table of
     2**bits values per tensor, from kmeans_lut), "palette4_grouped" (a 16-value table per group of
-    GROUP_SIZE output channels), "palette4_grouped_scaled" (the same with per-channel scales),
+    GROUP_SIZE output channels; weights whose channels do not fill the groups stay float),
+    "palette4_grouped_scaled" (the same with per-channel scales),
     "prune50_palette4" (50% of the weights zeroed by magnitude, the others palettized at 4 bits). Tensors with fewer than
     weight_threshold values stay float."""
     import_coremltools()
@@ -613,10 +650,31 @@ def quantize(mlmodel, name: str, weight_threshold: int = 2048):
             grouped = {"granularity": "per_grouped_channel", "group_size": GROUP_SIZE,
                        "enable_per_channel_scale": kind == "grouped_scaled"} if kind.startswith("grouped") else {}
             op = cto.OpPalettizerConfig(mode="custom", lut_function=lut, weight_threshold=weight_threshold, **grouped)
-            return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op),
+            # Grouped tables: coremltools 9 skips a weight whose output channels do not split into groups of
+            # GROUP_SIZE, but with enable_per_channel_scale it has by then divided that weight by its scales in
+            # place, and the file keeps the divided weight: wrong results. Such weights are left float here.
+            ungrouped = {w["name"]: None for w in (weights_from_mlpackage(mlmodel) if grouped else [])
+                         if len(w["weight"]) % GROUP_SIZE}
+            return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op, op_name_configs=ungrouped),
                                          **({"joint_compression": True} if kind == "pruned" else {}))
     except ValueError as e:
         raise CoreMLError(f"coremltools could not apply {name}: {str(e)[:200]}") from None
+
+
+def lookup_tables(path_or_model) -> dict:
+    """What the lookup tables of a palettized ML program cost: {"tensors": weight tensors stored as tables
+    (constexpr_lut_to_dense), "weights": how many weights they expand to, "table_entries": how many values
+    all their tables hold}. One table per tensor holds 2**bits values; grouped tables one per group of
+    output channels; coremltools 9's palettization with per-channel scales a table per group and per
+    kernel position (input channel, row, column), which is as many table entries as weights."""
+    mlmodel = load(path_or_model) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
+    tensors = weights = entries = 0
+    for op in _program(mlmodel).functions["main"].operations:
+        if op.op_type == "constexpr_lut_to_dense":
+            tensors += 1
+            weights += int(np.prod(op.outputs[0].shape))
+            entries += int(np.prod(op.lut.shape))
+    return {"tensors": tensors, "weights": weights, "table_entries": entries}
 
 
 def quantize_activations(mlmodel, images, weight_threshold: int = 2048):

@@ -153,6 +153,19 @@ OP_VERSIONS: dict[str, tuple[int, int | None, str]] = {
 }
 # Ops on Coral's list with no row here: only version 1 is assumed to be accepted.
 
+# The converter settings that avoid the compiler-16 op-version pitfall (see the module's docstring), as
+# (setting, value, why); tflite.convert(model, "int8", representative=..., batch_size=1) uses them all.
+CONVERTER_SETTINGS = (
+    ("converter.optimizations", "[tf.lite.Optimize.DEFAULT]", "quantize the weights"),
+    ("converter.representative_dataset", "a few hundred training images",
+     "calibrate every activation: full integer, no hybrid float/int8 ops (their newer versions)"),
+    ("converter.target_spec.supported_ops", "[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]",
+     "int8 kernels only; not the 16x8 set, whose int16 activations the Edge TPU cannot run"),
+    ("converter.inference_input_type, inference_output_type", "tf.int8 (or tf.uint8)",
+     "no float QUANTIZE and DEQUANTIZE at the ends"),
+    ("input signature", "batch size 1", "every shape static"),
+)
+
 _FULL_INT8_FIX = (
     "the Edge TPU runs only fully integer-quantized models (int8/uint8 tensors). Convert with a "
     "representative dataset and converter.optimizations = [tf.lite.Optimize.DEFAULT], "

@@ -212,3 +212,76 @@ def bubble_chart(rows, *, title: str, x: str = "macs", xlabel: str = "multiply-a
         for handle in legend.legend_handles:
             handle.set_sizes([60])
     return finish(fig)
+
+
+def accuracy_cost_panels(rows, *, title: str, x: str = "macs", xlabel: str = "multiply-accumulates per image (log scale)",
+                         xscale: float = 1.0):
+    """Accuracy against cost, one panel per data set (different test sets share no accuracy axis), one bubble
+    per model with its area ~ parameters (one scale for all panels). Each label sits above or below its bubble
+    on a thin leader line, and moves further out until it overlaps no other label and no bubble. A row with
+    "same_budget" False is drawn hollow and dashed.
+
+    rows: dicts with "model", "params", "test_accuracy", "data" and the x key; x values are divided by xscale.
+    """
+    datasets = sorted({r["data"] for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(6.2 * max(1, len(datasets)), 5.2), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    biggest = max([r["params"] for r in rows] or [1])
+    panels = []
+    for ax, data, colour in zip(axes.flat, datasets, colours):
+        group = sorted((r for r in rows if r["data"] == data), key=lambda r: r[x])
+        labels, bubbles = [], []
+        for k, r in enumerate(group):
+            hollow = r.get("same_budget") is False
+            point, size = (r[x] / xscale, r["test_accuracy"]), 40 + 2000 * r["params"] / biggest
+            ax.scatter(*point, s=size, alpha=0.5, color="none" if hollow else colour,
+                       edgecolors=colour if hollow else "black", linestyle="--" if hollow else "-", linewidths=1.2)
+            name = r["model"].replace(" (", "\n(", 1)  # a long name on two lines
+            labels.append(ax.annotate(name, point, xytext=(0, 20 if k % 2 == 0 else -20), textcoords="offset points",
+                                      ha="center", va="bottom" if k % 2 == 0 else "top", fontsize=8,
+                                      arrowprops=dict(arrowstyle="-", color="gray", lw=0.6)))
+            bubbles.append((point, size))
+        ax.set_xscale("log")
+        ax.margins(x=0.4, y=0.4)  # room for the bubbles and their labels
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test accuracy on {data}")
+        ax.set_title(f"{data} models", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        panels.append((ax, labels, bubbles))
+    if any(r.get("same_budget") is False for r in rows):
+        fig.text(0.01, 0.005, "hollow, dashed: not trained with this chapter's data, recipe and epochs",
+                 fontsize=7, color="gray", ha="left", va="bottom")
+    finish(fig, title)
+    for ax, labels, bubbles in panels:  # once the layout is final, so that the overlaps are the drawn ones
+        _separate_labels(fig, ax, labels, bubbles)
+    return fig
+
+
+def _separate_labels(fig, ax, labels, bubbles, step: float = 4.0, rounds: int = 60):
+    """Keep annotations clear of each other and of the bubbles: a label near an edge of the panel is aligned
+    inwards; of two labels that overlap, the later one moves further from its bubble (up if it sits above,
+    down if below), and so does a label over a bubble, a few points at a time, until nothing overlaps."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    for label in labels:
+        across = ax.transAxes.inverted().transform(ax.transData.transform(label.xy))[0]
+        label.set_ha("left" if across < 0.25 else "right" if across > 0.75 else "center")
+    pixels = fig.dpi / 72
+    discs = []
+    for point, size in bubbles:
+        cx, cy = ax.transData.transform(point)
+        r = 0.5 * size ** 0.5 * pixels
+        discs.append(Bbox.from_extents(cx - r, cy - r, cx + r, cy + r))
+    for _ in range(rounds):
+        for label in labels:
+            label.update_positions(renderer)
+        boxes = [Text.get_window_extent(label, renderer).padded(3 * pixels) for label in labels]  # the text alone
+        clashes = {j for i in range(len(labels)) for j in range(i + 1, len(labels)) if boxes[i].overlaps(boxes[j])}
+        clashes |= {j for j, box in enumerate(boxes) if any(box.overlaps(disc) for disc in discs)}
+        if not clashes:
+            return
+        for j in clashes:
+            dx, dy = labels[j].xyann
+            labels[j].xyann = (dx, dy + (step if dy >= 0 else -step))

@@ -5,6 +5,7 @@ The interpreter is ai_edge_litert's (LiteRT), the successor of tf.lite.Interpret
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -90,8 +91,20 @@ def _debugger(converter, representative, **options):
     import tensorflow as tf
 
     debug_options = tf.lite.experimental.QuantizationDebugOptions(fully_quantize=True, **options)
-    return tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=_calibration(representative), debug_options=debug_options)
+    with _old_interpreter_allowed():
+        return tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=_calibration(representative), debug_options=debug_options)
+
+
+@contextlib.contextmanager
+def _old_interpreter_allowed():
+    """The quantization debugger runs models with tf.lite.Interpreter, which warns that LiteRT replaces it;
+    that warning is about TensorFlow's code, not the reader's, so it is not shown."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+        yield
 
 
 def layer_errors(model, representative, *, per_channel: bool = True) -> list[dict]:
@@ -111,7 +124,8 @@ def layer_errors(model, representative, *, per_channel: bool = True) -> list[dic
         converter.representative_dataset = _calibration(representative)
         converter._experimental_disable_per_channel = not per_channel
         debugger = _debugger(converter, representative)
-        debugger.run()
+        with _old_interpreter_allowed():
+            debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)
     rows = []
@@ -155,6 +169,22 @@ def size_breakdown(model: bytes) -> dict:
     total = len(data)
     return {"total": total, "constants": constants, "quantization_parameters": quantization,
             "graph_and_other": total - sum(constants.values()) - quantization}
+
+
+def op_counts(model) -> dict:
+    """What a .tflite model computes with: {"ops": {op name: count}, "float_ops": how many ops (other than
+    DEQUANTIZE) output float32}. A full-int8 model has no float ops; with float_nodes (selective
+    quantization) the ops kept in float32 count, with a DEQUANTIZE in front and a QUANTIZE after them."""
+    it = model if hasattr(model, "invoke") else interpreter(model)
+    dtypes = {d["index"]: np.dtype(d["dtype"]) for d in it.get_tensor_details()}
+    ops, floats = {}, 0
+    for op in it._get_ops_details():  # LiteRT's list of the graph's ops (name, input and output tensors)
+        if op["op_name"] == "DELEGATE":  # the XNNPACK delegate's kernels, standing for ops already listed
+            continue
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+        outputs = [dtypes.get(i) for i in op["outputs"] if i >= 0]
+        floats += op["op_name"] != "DEQUANTIZE" and any(d == np.float32 for d in outputs)
+    return {"ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])), "float_ops": int(floats)}
 
 
 def interpreter(model: str | os.PathLike | bytes, threads: int = 1):

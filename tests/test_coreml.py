@@ -361,6 +361,18 @@ def test_float16_programs_can_use_the_neural_engine_float32_ones_cannot(mobile_p
         coreml.convert(model, LABELS, precision="int8")
 
 
+def test_a_float16_copy_computes_in_float16_close_to_float32(mobile_package):
+    model, _ = mobile_package
+    half = coreml.float16_copy(model)
+    assert {layer.dtype_policy.name for layer in half.layers if not isinstance(layer, keras.layers.InputLayer)} == {"float16"}
+    assert all(w.dtype == "float16" for w in half.weights)
+    x = np.random.default_rng(3).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    full, rounded = model.predict(x, verbose=0), half.predict(x, verbose=0)
+    assert rounded.dtype == np.float16 and not np.array_equal(full, rounded)
+    np.testing.assert_allclose(rounded.astype("float32"), full, atol=1e-2)
+    assert model.layers[1].dtype_policy.name == "float32"  # the original is left as it was
+
+
 def test_flexible_image_sizes_are_in_the_spec(mobile_package, tmp_path):
     model, _ = mobile_package
     path = tmp_path / "flexible.mlpackage"
@@ -368,7 +380,14 @@ def test_flexible_image_sizes_are_in_the_spec(mobile_package, tmp_path):
     image = coreml.load(path).get_spec().description.input[0].type.imageType
     assert (image.height, image.width) == (16, 16)  # the default size
     assert sorted((s.height, s.width) for s in image.enumeratedSizes.sizes) == [(16, 16), (32, 32), (64, 48)]
-    assert coreml.verify_spec(path, image_size=(16, 16), grayscale=False, class_names=LABELS)["labels"] == LABELS
+    found = coreml.verify_spec(path, image_size=(16, 16), grayscale=False, class_names=LABELS, sizes=[(64, 48), (32, 32)])
+    assert found["labels"] == LABELS and sorted(found["sizes"]) == [(16, 16), (32, 32), (64, 48)]
+    with pytest.raises(coreml.CoreMLError, match="accepts"):
+        coreml.verify_spec(path, image_size=(16, 16), grayscale=False, class_names=LABELS, sizes=[(32, 32)])
+    fixed = coreml.verify_spec(mobile_package[1], image_size=(16, 16), grayscale=False, class_names=LABELS)
+    assert fixed["sizes"] == [(16, 16)]
+    with pytest.raises(coreml.CoreMLError, match="accepts"):
+        coreml.verify_spec(mobile_package[1], image_size=(16, 16), grayscale=False, class_names=LABELS, sizes=[(32, 32)])
 
 
 def test_the_untested_tensorflow_warning_is_reported():
@@ -376,6 +395,7 @@ def test_the_untested_tensorflow_warning_is_reported():
     from coremltools import _deps
     from packaging.version import Version
 
+    assert coreml.tested_tensorflow() == _deps._TF_2_MAX_VERSION
     newer = Version(tf.__version__) > Version(_deps._TF_2_MAX_VERSION)
     found = coreml.untested_versions()
     assert bool(found) == newer
@@ -421,6 +441,18 @@ def test_modern_compressions_store_what_they_promise_and_round_trip(mobile_ios18
     else:
         for w in stored:
             assert (w["weight"] == 0).mean() >= 0.45 and len(np.unique(w["weight"])) <= 2 ** bits + 1
+    tables = coreml.lookup_tables(qpath)
+    per_weight = tables["table_entries"] / max(tables["weights"], 1)  # pruned + palettized: sparse tables, not counted
+    if variant == "palette4_grouped_scaled":  # a table per group and kernel position: one entry per weight
+        assert tables["tensors"] == 4 and per_weight == 1
+    elif variant == "palette4_grouped":  # 16 entries per group of 16 channels
+        assert tables["tensors"] == 4 and tables["table_entries"] == 16 * sum(len(w["weight"]) // 16 for w in convs)
+    elif kind == "palette":
+        assert tables["tensors"] == len(stored) and tables["table_entries"] == 2 ** bits * len(stored)
+    if kind.startswith("grouped"):  # the dense layer's 10 channels fill no group: it stays float, unchanged
+        dense, float_dense = stored[-1], coreml.weights_from_mlpackage(path)[-1]
+        assert dense["stored_as"] == float_dense["stored_as"] and len(dense["weight"]) == 10
+        np.testing.assert_array_equal(dense["weight"], float_dense["weight"])
     assert coreml.compare_weights(model, qpath)["batch_norms_folded"] == 3
     rebuilt = coreml.load_into_keras(model, qpath)
     first_conv = next(lay for lay in rebuilt.layers if type(lay) is keras.layers.Conv2D)

@@ -181,6 +181,28 @@ def test_every_version_figure_says_where_it_comes_from():
     assert set(edgetpu.SUPPORTED_OPS) - {"edgetpu-custom-op"} <= set(edgetpu.OP_VERSIONS)
 
 
+def test_converter_settings_are_what_tflite_convert_uses(models):
+    """The settings the chapter prints against the op-version pitfall: tflite.convert's int8 mode and this
+    file's convert() use them, and the model they give has no op version the report flags."""
+    import inspect
+
+    from book_utils import tflite
+
+    source = inspect.getsource(tflite.convert) + inspect.getsource(tflite._converter)
+    for setting, value, why in edgetpu.CONVERTER_SETTINGS:
+        assert why and setting and value
+    shown = " ".join(" ".join(row) for row in edgetpu.CONVERTER_SETTINGS)
+    for in_source, in_settings in (("tf.lite.Optimize.DEFAULT", "tf.lite.Optimize.DEFAULT"),
+                                   ("representative_dataset", "representative_dataset"),
+                                   ("tf.lite.OpsSet.TFLITE_BUILTINS_INT8", "tf.lite.OpsSet.TFLITE_BUILTINS_INT8"),
+                                   ("inference_input_type = tf.int8", "inference_input_type"),
+                                   ("inference_output_type = tf.int8", "inference_output_type"),
+                                   ("batch_size", "batch size 1")):
+        assert in_source in source and in_settings in shown, in_source
+    r = edgetpu.report(models["int8"])
+    assert not [reason for op in r.ops for reason in op.reasons if reason.kind == "version"]
+
+
 def _error(path) -> str:
     with pytest.raises(edgetpu.EdgeTPUError) as info:
         edgetpu.report(path)

@@ -128,7 +128,7 @@ def test_calibration_set_size_changes_the_activation_ranges(digits):
         tflite.convert(model, "int8", representative=calibration[:0])
 
 
-def test_quantization_debugger_ranks_tensors_and_selected_ones_stay_float(digits):
+def test_quantization_debugger_ranks_tensors_and_selected_ones_stay_float(digits, recwarn):
     model, calibration, x, keras_top1 = digits
     errors = tflite.layer_errors(model, calibration[:100])
     ranks = [e["rmse_per_step"] for e in errors]
@@ -144,9 +144,18 @@ def test_quantization_debugger_ranks_tensors_and_selected_ones_stay_float(digits
     mixed = tflite.convert(model, "int8", representative=calibration, float_nodes=[worst])
     ops = {d["op_name"] for d in tflite.interpreter(mixed)._get_ops_details()}
     assert "DEQUANTIZE" in ops  # int8 -> float32 in front of the op kept in float
+    counts = tflite.op_counts(mixed)
+    assert counts["float_ops"] >= 1 and counts["ops"]["DEQUANTIZE"] >= 1
+    full = tflite.op_counts(tflite.convert(model, "int8", representative=calibration))
+    assert full["float_ops"] == 0 and "DEQUANTIZE" not in full["ops"] and full["ops"]["CONV_2D"] == 2
+    plain = tflite.op_counts(tflite.convert(model, "float32"))  # shape arithmetic (SHAPE, PACK...) is int32
+    assert plain["float_ops"] == sum(plain["ops"][op] for op in ("CONV_2D", "MAX_POOL_2D", "RESHAPE",
+                                                                 "FULLY_CONNECTED", "SOFTMAX")) == 7
     assert (tflite.predict(mixed, x).argmax(axis=1) == keras_top1).mean() > 0.95
     with pytest.raises(tflite.TFLiteError, match="int8"):
         tflite.convert(model, "float16", float_nodes=[worst])
+    # the debugger's own use of tf.lite.Interpreter does not warn the reader about TensorFlow's code
+    assert not [w for w in recwarn if "tf.lite.Interpreter is deprecated" in str(w.message)]
 
 
 def test_size_breakdown_accounts_for_every_weight(digits):
