@@ -321,16 +321,22 @@ exercise("3.5", "Predict, then measure: train this chapter's network briefly wit
 
 # ---- Chapter 4 -------------------------------------------------------------
 
-@exercise("4.1", "How many parameters has a VGG block of three 3x3 convolutions with 256 filters (with bias, "
-                 "no BN) on a 128-channel input? Answer with an int.")
+@exercise("4.1", "Block 3 of this chapter's half-width VGG-16 is blocks.vgg_block(x, 128, 3, batch_norm=True) on "
+                 "the 64 channels block 2 outputs: three 3x3 convolutions with 128 filters, each followed by batch "
+                 "normalization. How many parameters has it, BN's included? Answer with an int.")
 def _vgg_block_params(answer):
     from book_utils.blocks import vgg_block
 
-    expected = _block_params(vgg_block, 128, 256, 3)
+    expected = _block_params(vgg_block, 64, 128, 3, batch_norm=True)
     if answer == expected:
         return None
-    return ("the first convolution sees 128 channels, the next two see 256; each has 3 x 3 x inputs x filters "
-            "weights plus a bias per filter, and the max-pool has none.")
+    convs = 3 * 3 * 64 * 128 + 2 * 3 * 3 * 128 * 128
+    if answer == convs + 3 * 128:
+        return "with batch normalization the convolutions have no bias (BN's shift replaces it); count BN instead."
+    if answer == convs:
+        return "add batch normalization: 4 numbers per channel (scale, shift, running mean and variance) per BN layer."
+    return ("the first convolution sees 64 channels, the next two see 128; each has 3 x 3 x inputs x filters weights "
+            "and no bias; each BN layer has 4 numbers per channel; the max-pool has none.")
 
 
 @exercise("4.2", "Write receptive_field(n): the side of the input window that one output pixel of n stacked "
@@ -384,18 +390,63 @@ def _reduction_saves(answer):
     return "count the direct 5x5 conv (5 x 5 x 192 x 32), then subtract both convs of the reduced branch."
 
 
+def batch_norm_experiment(*, train_images: int = 4000, epochs: int = 2, learning_rate: float = 0.02,
+                          seed: int = 0) -> dict:
+    """A plain VGG-style stack of eight 3x3 convolutions (four blocks.vgg_block of two, 16-32-64-64 filters, then
+    one dense layer) trained briefly on CIFAR-10 photos with SGD (momentum 0.9, a constant learning rate), once
+    as it is and once with batch normalization after every convolution; returns both accuracies on 2,000 test
+    photos."""
+    import keras
+
+    from book_utils import data
+    from book_utils.blocks import vgg_block
+
+    cifar = data.load("cifar10")
+    x, y = data.subset(cifar.x_train, cifar.y_train, train_images, seed)
+    x_test, y_test = cifar.x_test[:2000], cifar.y_test[:2000]
+    accuracy = {}
+    for name, batch_norm in (("plain", False), ("batch norm", True)):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input(x.shape[1:])
+        h = keras.layers.Rescaling(1 / 255)(inputs)
+        for i, filters in enumerate((16, 32, 64, 64), start=1):
+            h = vgg_block(h, filters, 2, batch_norm, name=f"block{i}")
+        outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(h))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+        accuracy[name] = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    return accuracy
+
+
+def _batch_norm_outcome():
+    acc = batch_norm_experiment()
+    return (_compare(acc["plain"], acc["batch norm"], tolerance=0.02),
+            f"eight plain convolutions: {acc['plain']:.2%}; with batch normalization: {acc['batch norm']:.2%} "
+            "(chance is 10%; 'same' means within 2 points)")
+
+
+exercise("4.5", "Predict, then measure: a plain VGG-style stack of eight 3x3 convolutions (four blocks of two, 16 to "
+                "64 filters) is trained for 2 epochs on 4,000 CIFAR-10 photos with SGD (learning rate 0.02, momentum "
+                "0.9), once as it is and once with batch normalization after every convolution. With BN, is the "
+                "test accuracy 'lower', 'same' or 'higher'? The checker trains both.")(
+    _prediction(("lower", "same", "higher"), _batch_norm_outcome))
+
+
 # ---- Chapter 6 -------------------------------------------------------------
 
-@exercise("6.1", "How many parameters has SqueezeNet 1.1's fire2 module: 16 squeeze filters, 64 expand 1x1 "
-                 "and 64 expand 3x3 filters, on a 64-channel input (all with biases)? Answer with an int.")
+@exercise("6.1", "Read architectures.squeezenet: how many parameters has SqueezeNet 1.1's last fire module, fire9 "
+                 "(its three convolutions, all with biases)? Its input is what fire8 outputs. Answer with an int.")
 def _fire_params(answer):
-    from book_utils.blocks import fire_module
+    from book_utils.architectures import squeezenet
 
-    expected = _block_params(fire_module, 64, 16, 64)
+    net = squeezenet()
+    expected = sum(net.get_layer(f"fire9_{part}").count_params() for part in ("squeeze1x1", "expand1x1", "expand3x3"))
     if answer == expected:
         return None
-    return ("three convolutions: the 1x1 squeeze sees the 64 input channels, both expands see only the "
-            "16 squeezed channels; each filter has one bias.")
+    return ("fire8 concatenates its two expands, so fire9 sees 256 + 256 channels; its 1x1 squeeze sees them all, "
+            "both expands see only the 64 squeezed channels; each filter has one bias.")
 
 
 @exercise("6.2", "Write separable_cost_ratio(n_out, k): the MACs of a k x k depthwise convolution plus a 1x1 "
@@ -446,6 +497,50 @@ def _hard_swish(fn):
         worst = float(x[np.argmax(np.abs(np.broadcast_to(got, x.shape) - expected))]) if got.size == x.size else 0
         return f"x * ReLU6(x + 3) / 6: zero below -3, x above 3, a parabola between (check x = {worst:g})."
     return None
+
+
+def separable_speed_experiment(*, shape=(32, 32, 128), rounds: int = 3, repeats: int = 50) -> dict:
+    """Batch-1 time of a standard 3x3 convolution and of a depthwise separable one (3x3 depthwise, then 1x1
+    pointwise) with the same input and output channels, on an input of `shape`: measure.latency_ms of each,
+    in turn, `rounds` times. Returns both layers' MACs and their milliseconds in every round."""
+    import keras
+
+    from book_utils import macs, measure
+
+    def layer(*layer_list):
+        return keras.Sequential([keras.Input(shape), *layer_list])
+
+    channels = shape[-1]
+    nets = {"standard": layer(keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)),
+            "separable": layer(keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False),
+                               keras.layers.Conv2D(channels, 1, use_bias=False))}
+    ms = {name: [] for name in nets}
+    for _ in range(rounds):  # alternate, so that a change in the machine's load affects both alike
+        for name, net in nets.items():
+            ms[name].append(measure.latency_ms(net, repeats=repeats))
+    return {"macs": {name: macs.count_macs(net) for name, net in nets.items()}, "ms": ms}
+
+
+def _separable_speed_outcome():
+    result = separable_speed_experiment()
+    mac_ratio = result["macs"]["standard"] / result["macs"]["separable"]
+    speedups = [s / p for s, p in zip(result["ms"]["standard"], result["ms"]["separable"])]
+    speedup = float(np.median(speedups))
+    measured = "less" if speedup < mac_ratio / 1.5 else ("more" if speedup > 1.5 * mac_ratio else "as much")
+    rounds = "; ".join(f"standard {s:.2f} ms, separable {p:.2f} ms" for s, p in
+                       zip(result["ms"]["standard"], result["ms"]["separable"]))
+    return measured, (f"MACs: standard {result['macs']['standard'] / 1e6:.0f} M, separable "
+                      f"{result['macs']['separable'] / 1e6:.1f} M ({mac_ratio:.1f} times fewer). Time per image, "
+                      f"batch 1, {len(speedups)} rounds: {rounds}. The separable layer does {1 / mac_ratio:.0%} of "
+                      f"the MACs in {1 / speedup:.0%} of the time: {speedup:.1f} times faster (median of the rounds; "
+                      "'as much' means within a factor of 1.5 of the MAC ratio).")
+
+
+exercise("6.5", "Predict, then measure: on a 32x32 map with 128 channels, a depthwise separable convolution (3x3 "
+                "depthwise, then 1x1 to 128 channels) does 1/128 + 1/9 of the MACs of a standard 3x3 convolution "
+                "to 128 channels, about 8.4 times fewer. On this machine, at batch 1, is it faster than the standard "
+                "one by 'less' than that, by 'as much' or by 'more'? The checker times both with measure.latency_ms.")(
+    _prediction(("less", "as much", "more"), _separable_speed_outcome))
 
 
 # Chapter 5: ResNet
@@ -589,18 +684,63 @@ def _mbconv_params(answer):
             "SE (squeeze to a quarter of the block's input width, with biases), 1x1 project 96 -> 24 + BN.")
 
 
-@exercise("7.4", "Scale EfficientNet-B0 to B1 with the published coefficients (width 1.0, depth 1.1, "
-                 "resolution 240): how many parameters does it have? Answer with an int.")
-def _b1_params(answer):
+@exercise("7.4", "Halve only the depth: how many parameters has EfficientNet-B0 for CIFAR-10 at full width and "
+                 "half depth, architectures.efficientnet(1.0, 0.5, input_shape=(32, 32, 3), classes=10, "
+                 "small_input=True)? Compare with the chapter's counts at full size and at half width and depth. "
+                 "Answer with an int.")
+def _half_depth_params(answer):
     from book_utils.architectures import efficientnet
 
-    expected = efficientnet(1.0, 1.1, 240).count_params()
+    def count(width, depth, classes=10):
+        return efficientnet(width, depth, input_shape=(32, 32, 3), classes=classes, small_input=True).count_params()
+
+    expected = count(1.0, 0.5)
     if answer == expected:
         return None
-    b0 = efficientnet().count_params()
-    if answer == b0:
-        return "resolution adds no parameters, but depth does: the repeats of every stage are 1.1 x, rounded up."
-    return "build it: architectures.efficientnet(width, depth, resolution) and count_params()."
+    if answer == count(1.0, 1.0):
+        return "that is B0 at full depth: depth 0.5 halves every stage's repeats (rounded up)."
+    if answer == count(0.5, 0.5):
+        return "that is the chapter's model, which halves the width too; keep width 1.0."
+    if answer == count(1.0, 0.5, classes=1000):
+        return "that count has ImageNet's 1,000 classes; CIFAR-10 has 10."
+    return "build it: architectures.efficientnet(1.0, 0.5, input_shape=(32, 32, 3), classes=10, small_input=True)."
+
+
+def resolution_experiment(*, sizes=(32, 64), repeats: int = 15, rounds: int = 5, seed: int = 0) -> dict:
+    """The chapter's small EfficientNet (width 0.5, depth 0.5, stride-1 stem) built for each input size:
+    MACs per image (macs.count_macs) and CPU milliseconds per image at batch 1 (measure.latency_ms). The
+    sizes are timed in turn, `rounds` times, and each keeps its fastest median: a busy machine slows some
+    rounds, never speeds one up. Returns {size: {"macs": ..., "ms": ...}}."""
+    import keras
+
+    from book_utils import architectures, macs, measure
+
+    keras.utils.set_random_seed(seed)
+    nets = {size: architectures.efficientnet(0.5, 0.5, input_shape=(size, size, 3), classes=10, small_input=True)
+            for size in sizes}
+    ms = {size: float("inf") for size in sizes}
+    for _ in range(rounds):
+        for size, net in nets.items():
+            ms[size] = min(ms[size], measure.latency_ms(net, repeats=repeats))
+    return {size: {"macs": macs.count_macs(net), "ms": ms[size]} for size, net in nets.items()}
+
+
+def _resolution_outcome():
+    small, large = resolution_experiment().values()
+    mac_factor, time_factor = large["macs"] / small["macs"], large["ms"] / small["ms"]
+    share = time_factor / mac_factor
+    outcome = "same" if 0.75 <= share <= 1.25 else ("less" if share < 0.75 else "more")
+    return (outcome,
+            f"32x32: {small['macs'] / 1e6:.1f} M MACs, {small['ms']:.2f} ms per image; 64x64: "
+            f"{large['macs'] / 1e6:.1f} M MACs, {large['ms']:.2f} ms per image. The MACs grew {mac_factor:.2f}x, "
+            f"the time {time_factor:.2f}x, {share:.0%} of the MACs' factor ('same' means 75% to 125%).")
+
+
+exercise("7.5", "Predict, then measure: build the chapter's small EfficientNet (width 0.5, depth 0.5, stride-1 "
+                "stem) for 64x64 images instead of 32x32. Four times the pixels: its MACs grow about 4x. Does its "
+                "CPU time per image (batch 1) grow 'less' than its MACs, the 'same' factor (within a quarter), or "
+                "'more'? The checker counts the MACs and times both networks (under a minute).")(
+    _prediction(("less", "same", "more"), _resolution_outcome))
 
 
 # ---- Chapter 10 ------------------------------------------------------------
@@ -666,6 +806,54 @@ def _to_int8_input(fn):
         return (f"pixels {pixels.tolist()} should give {expected.tolist()}, not {out.tolist()}: q = pixel / scale + "
                 "zero point; compute it in a wider integer type before casting, or 200 wraps around.")
     return None
+
+
+def edgetpu_cpu_experiment(*, calibration: int = 100, repeats: int = 50, rounds: int = 5, seed: int = 0) -> dict:
+    """MobileNetV2 (alpha 1.0) and EfficientNet-EdgeTPU-S for 32x32 photos (stride-1 stems, untrained: the
+    time does not depend on the weights), each converted to full int8 (tflite.convert, batch 1) with
+    `calibration` CIFAR-10 training photos: MACs per image (macs.count_macs) and LiteRT's milliseconds per
+    image on one CPU thread. The two are timed in turn, `rounds` times, and each keeps its fastest median: a
+    busy machine slows some rounds, never speeds one up. Returns {name: {"macs", "ms"}} and the CPU."""
+    import keras
+
+    from book_utils import architectures, data, macs, measure, tflite
+
+    cifar = data.load("cifar10")
+    photos = data.subset(cifar.x_train, cifar.y_train, calibration, seed)[0]
+    keras.utils.set_random_seed(seed)
+    nets = {"MobileNetV2": architectures.mobilenet_v2((32, 32, 3), 10, small_input=True),
+            "EfficientNet-EdgeTPU-S": architectures.efficientnet_edgetpu("S", (32, 32, 3), 10, small_input=True)}
+    files = {name: tflite.convert(net, "int8", representative=photos, batch_size=1) for name, net in nets.items()}
+    interpreters = {name: tflite.interpreter(content) for name, content in files.items()}
+    ms = {name: float("inf") for name in nets}
+    for _ in range(rounds):
+        for name, it in interpreters.items():
+            ms[name] = min(ms[name], tflite.latency_ms(it, repeats=repeats))
+    return {"nets": {name: {"macs": macs.count_macs(net), "ms": ms[name]} for name, net in nets.items()},
+            "cpu": measure.instruction_sets()}
+
+
+def _edgetpu_cpu_outcome():
+    r = edgetpu_cpu_experiment()
+    mobile, edge = r["nets"]["MobileNetV2"], r["nets"]["EfficientNet-EdgeTPU-S"]
+    mac_factor, time_factor = edge["macs"] / mobile["macs"], edge["ms"] / mobile["ms"]
+    share = time_factor / mac_factor
+    outcome = "same" if 0.75 <= share <= 1.25 else ("less" if share < 0.75 else "more")
+    cpu = r["cpu"]
+    isa = ", ".join(cpu["isa"]) if cpu["isa"] else "not known on this system"
+    return (outcome,
+            f"MobileNetV2: {mobile['macs'] / 1e6:.1f} M MACs, {mobile['ms']:.3f} ms per image; EfficientNet-EdgeTPU-S: "
+            f"{edge['macs'] / 1e6:.1f} M MACs, {edge['ms']:.3f} ms per image (int8, LiteRT, one thread, batch 1). The "
+            f"MACs grew {mac_factor:.2f}x, the time {time_factor:.2f}x, {share:.0%} of the MACs' factor ('same' means "
+            f"75% to 125%). CPU: {cpu['cpu']} ({isa}).")
+
+
+exercise("10.5", "Predict, then measure: EfficientNet-EdgeTPU-S for 32x32 photos does several times the MACs of "
+                 "MobileNetV2 (both with the stride-1 stem; macs.count_macs counts them). Run both as full-int8 files "
+                 "with LiteRT on this CPU (one thread, batch 1): does EdgeTPU-S's time per image grow 'less' than its "
+                 "MACs, by the 'same' factor (within a quarter), or 'more'? The checker converts and times both "
+                 "(about a minute) and prints the CPU's instruction sets.")(
+    _prediction(("less", "same", "more"), _edgetpu_cpu_outcome))
 
 
 # ---- Chapter 11 (appendix: scaling) ----------------------------------------
@@ -825,6 +1013,52 @@ def _agreement(fn):
     return None
 
 
+def calibration_data_experiment(*, train_images: int = 6000, epochs: int = 2, calibration: int = 300,
+                                test_images: int = 2000, seed: int = 0) -> dict:
+    """A small digit CNN (two convolutions, 13k parameters) trained briefly on MNIST, converted to full int8
+    three times with `calibration` images each: held-out training digits, uniform random noise (0-255), and
+    CIFAR-10 photos turned grey and cropped to 28x28. Returns each int8 model's top-1 agreement with the float
+    model on `test_images` test digits."""
+    import keras
+
+    from book_utils import data, tflite
+
+    mnist = data.load("mnist")
+    x, y = data.subset(mnist.x_train, mnist.y_train, train_images + calibration, seed)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Rescaling(1 / 255)(inputs)
+    h = keras.layers.MaxPooling2D()(keras.layers.Conv2D(16, 3, activation="relu")(h))
+    h = keras.layers.MaxPooling2D()(keras.layers.Conv2D(32, 3, activation="relu")(h))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(h)))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x[:train_images, ..., None], y[:train_images], epochs=epochs, batch_size=64, verbose=0)
+    x_test = mnist.x_test[:test_images, ..., None]
+    reference = model.predict(x_test, verbose=0).argmax(axis=1)
+    photos = data.load("cifar10").x_train[:calibration].mean(axis=-1, keepdims=True)[:, 2:30, 2:30]
+    sets = {"digits": x[train_images:, ..., None],
+            "noise": np.random.default_rng(seed).integers(0, 256, (calibration, 28, 28, 1)),
+            "grey photos": photos}
+    return {name: float((tflite.predict(tflite.convert(model, "int8", representative=images.astype("uint8")),
+                                        x_test).argmax(axis=1) == reference).mean())
+            for name, images in sets.items()}
+
+
+def _calibration_data_outcome():
+    agree = calibration_data_experiment()
+    return (_compare(agree["digits"], agree["noise"]),
+            f"top-1 agreement of the int8 model with the float model on 2,000 test digits, calibrated with 300 "
+            f"digits: {agree['digits']:.2%}; with 300 images of random noise: {agree['noise']:.2%}; with 300 grey "
+            f"photos: {agree['grey photos']:.2%} ('same' means within 1 point)")
+
+
+exercise("8.5", "Predict, then measure: calibrate the full-int8 conversion of a small digit CNN with 300 images of "
+                "random noise (pixels uniform in 0-255) instead of 300 digits. Is the int8 model's agreement with "
+                "the float model 'lower', 'same' or 'higher' than with digit calibration? The checker trains the "
+                "CNN, converts it both ways (and once with grey photos) and measures.")(
+    _prediction(("lower", "same", "higher"), _calibration_data_outcome))
+
+
 # ---- Chapter 9 -------------------------------------------------------------
 
 @exercise("9.1", "Core ML stores a Conv2D kernel as (out, in, height, width); Keras as (height, width, in, out). "
@@ -876,3 +1110,67 @@ def _atan2(fn):
         i = int(np.flatnonzero(wrong)[0])
         return f"atan2({y[i]:g}, {x[i]:g}) should be {expected[i]:.4f}, not {out[i]:.4f} (mind x < 0 and x == 0)."
     return None
+
+
+@exercise("9.4", "A camera stores its pixels as the sensor saw them and an orientation number, 1 to 8 (EXIF's, "
+                 "and CGImagePropertyOrientation's raw values), saying where the stored first row and first "
+                 "column belong in the photo as shown: 1 top/left, 2 top/right, 3 bottom/right, 4 bottom/left, "
+                 "5 left/top, 6 right/top, 7 right/bottom, 8 left/bottom. Write upright(pixels, orientation): "
+                 "the (rows, columns, channels) array as it should be shown (what Vision does with the "
+                 "orientation you pass it).")
+def _upright(fn):
+    from PIL import Image, ImageOps
+
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)  # no two pixels alike
+    for orientation in range(1, 9):
+        image = Image.fromarray(pixels)
+        image.getexif()[0x0112] = orientation  # the EXIF orientation tag, which Pillow applies
+        expected = np.asarray(ImageOps.exif_transpose(image))
+        out = np.asarray(fn(pixels.copy(), orientation))
+        if out.shape != expected.shape or not np.array_equal(out, expected):
+            return (f"orientation {orientation}: the stored first row belongs at the photo's "
+                    f"{['top', 'top', 'bottom', 'bottom', 'left', 'right', 'right', 'left'][orientation - 1]} and "
+                    f"the first column at its "
+                    f"{['left', 'right', 'right', 'left', 'top', 'top', 'bottom', 'bottom'][orientation - 1]}; "
+                    f"expected shape {expected.shape} with {expected[0, 0].tolist()} in the top left corner, got "
+                    f"shape {out.shape}{'' if out.ndim < 3 else f' with {out[0, 0].tolist()}'}. np.rot90, "
+                    "np.flip and np.transpose (axes 1, 0, 2) are all it takes.")
+    return None
+
+
+def float16_experiment(*, test_images: int = 2000, seed: int = 0) -> dict:
+    """Chapter 6's MobileNetV2 (or, when the models folder lacks it, the chapter's stand-in trained briefly)
+    converted to a float16 ML program; its weights back in Keras, computing in float16 (coreml.float16_copy),
+    against the float32 Keras model on `test_images` CIFAR-10 test photos."""
+    from book_utils import architectures, coreml, data, train
+
+    cifar = data.load("cifar10")
+    model, source, _ = train.earlier_model(
+        "06_mobilenets.keras",
+        lambda: architectures.mobilenet_v2(cifar.x_train.shape[1:], 10, alpha=0.35, small_input=True),
+        cifar.x_train, cifar.y_train, epochs=3, train_size=2000, batch_size=32, learning_rate=0.05, seed=seed)
+    half = coreml.float16_copy(coreml.load_into_keras(model, coreml.convert(model, cifar.class_names,
+                                                                           precision="float16")))
+    x, y = cifar.x_test[:test_images], cifar.y_test[:test_images]
+    full_top1 = model.predict(x, batch_size=500, verbose=0).argmax(1)
+    half_top1 = np.asarray(half.predict(x, batch_size=500, verbose=0), np.float32).argmax(1)
+    return {"model": source, "images": len(x), "changed": float((full_top1 != half_top1).mean()),
+            "float32 accuracy": float((full_top1 == y).mean()), "float16 accuracy": float((half_top1 == y).mean())}
+
+
+def _float16_outcome():
+    r = float16_experiment()
+    changed = r["changed"]
+    measured = "none" if changed == 0 else ("under 1%" if changed < 0.01 else "1% or more")
+    return measured, (f"{r['model']}: on {r['images']:,} test photos, float32 {r['float32 accuracy']:.2%} correct, "
+                      f"float16 weights and arithmetic {r['float16 accuracy']:.2%}; the top class changed on "
+                      f"{changed:.2%} of the photos ({round(changed * r['images'])} photos).")
+
+
+exercise("9.5", "Predict, then measure: the chapter ran the float16 file's weights in Keras in float32. On the "
+                "GPU and the Neural Engine the arithmetic is float16 too: every activation rounded to 11 "
+                "significant bits. Let Keras compute in float16 with the file's weights (coreml.float16_copy). On "
+                "2,000 test photos, on how many does MobileNetV2's top class then differ from the float32 model's: "
+                "'none', 'under 1%' or '1% or more'? The checker converts and measures (about a minute; longer "
+                "when it must first train a stand-in).")(
+    _prediction(("none", "under 1%", "1% or more"), _float16_outcome))

@@ -63,7 +63,11 @@ WRONG = {
 
 # The predict-then-measure exercises and their possible answers (tested at the end of this file).
 PREDICTIONS = {"1.5": ("lower", "same", "higher"), "2.5": ("lower", "same", "higher"), "3.5": ("lower", "same", "higher"),
-               "5.5": ("plain", "resnet", "same"), "11.5": ("fewer", "as many", "more")}
+               "4.5": ("lower", "same", "higher"),
+               "5.5": ("plain", "resnet", "same"), "6.5": ("less", "as much", "more"),
+               "7.5": ("less", "same", "more"), "8.5": ("lower", "same", "higher"), "9.5": ("none", "under 1%", "1% or more"),
+               "10.5": ("less", "same", "more"),
+               "11.5": ("fewer", "as many", "more")}
 
 
 def test_every_exercise_is_tested():
@@ -99,9 +103,11 @@ def test_unknown_exercise_names_the_existing_ones():
     with pytest.raises(KeyError, match="1.1"):
         exercises.check("9.9", 0)
 
-RIGHT.update({"4.1": 1_475_328, "4.2": lambda n: 2 * n + 1, "4.3": lambda h, w, c_in, c_out, k: h * w * k * k * c_in * c_out,
+RIGHT.update({"4.1": 3 * 3 * 64 * 128 + 2 * 3 * 3 * 128 * 128 + 3 * 4 * 128,  # three convs without bias, three BNs
+              "4.2": lambda n: 2 * n + 1, "4.3": lambda h, w, c_in, c_out, k: h * w * k * k * c_in * c_out,
               "4.4": 137_728})
-WRONG.update({"4.1": 1_769_472, "4.2": lambda n: 3 * n, "4.3": lambda h, w, c_in, c_out, k: h * w * k * k * c_out,
+WRONG.update({"4.1": 3 * 3 * 64 * 128 + 2 * 3 * 3 * 128 * 128 + 3 * 128,  # biases instead of BN
+              "4.2": lambda n: 3 * n, "4.3": lambda h, w, c_in, c_out, k: h * w * k * k * c_out,
               "4.4": 153_600})
 
 
@@ -115,9 +121,9 @@ def _inverted_residual_params(c_in, t, c_out, k=3):
     return expand + k * k * hidden + 4 * hidden + hidden * c_out + 4 * c_out
 
 
-RIGHT.update({"6.1": (64 * 16 + 16) + (16 * 64 + 64) + (9 * 16 * 64 + 64), "6.2": _separable_cost_ratio,
+RIGHT.update({"6.1": (512 * 64 + 64) + (64 * 256 + 256) + (9 * 64 * 256 + 256), "6.2": _separable_cost_ratio,
               "6.3": _inverted_residual_params, "6.4": lambda x: x * np.clip(x + 3, 0, 6) / 6})
-WRONG.update({"6.1": 64 * 16 + 16 * 64 + 9 * 16 * 64,  # forgot the biases
+WRONG.update({"6.1": (256 * 64 + 64) + (64 * 256 + 256) + (9 * 64 * 256 + 256),  # input taken as 256 channels
               "6.2": lambda n, k: 1 / k ** 2,  # forgot the pointwise convolution
               "6.3": lambda c_in, t, c_out, k=3: c_in * c_in * t + k * k * c_in * t + c_in * t * c_out,  # no BN
               "6.4": lambda x: x / (1 + np.exp(-x))})  # swish itself
@@ -142,11 +148,11 @@ WRONG.update({"5.1": lambda c: 18 * c * c,  # forgot batch normalization
 RIGHT.update({"7.1": lambda phi: (1.2 ** phi, 1.1 ** phi, 1.15 ** phi),
               "7.2": 96 * 4 + 4 + 4 * 96 + 96,
               "7.3": 16 * 96 + 4 * 96 + 9 * 96 + 4 * 96 + (96 * 4 + 4 + 4 * 96 + 96) + 96 * 24 + 4 * 24,
-              "7.4": 7_856_232})
+              "7.4": 2_516_358})  # efficientnet(1.0, 0.5) for 32x32, 10 classes
 WRONG.update({"7.1": lambda phi: (1.2 * phi, 1.1 * phi, 1.15 * phi),  # multiplied, not raised to phi
               "7.2": 96 * 4 + 4 * 96,  # forgot the biases
               "7.3": 16 * 96 + 9 * 96 + 96 * 24,  # forgot BN and SE
-              "7.4": 5_330_564})  # B0's count
+              "7.4": 4_062_374})  # full depth: B0 for 32x32
 
 
 def _edgetpu_ops(names, supported):
@@ -184,20 +190,26 @@ def _atan2(y, x):
     return base + np.where(x < 0, np.where(y >= 0, np.pi, -np.pi), 0.0)
 
 
+def _upright(p, o):
+    return {1: p, 2: np.flip(p, 1), 3: np.rot90(p, 2), 4: np.flip(p, 0), 5: p.transpose(1, 0, 2),
+            6: np.rot90(p, -1), 7: np.rot90(p.transpose(1, 0, 2), 2), 8: np.rot90(p, 1)}[o]
+
+
 RIGHT.update({"8.1": lambda r, s, z: np.clip(np.round(r / s) + z, -128, 127).astype(np.int8),
               "8.2": 4_718_592 // 2 + 32,
               "8.3": lambda w, bits: np.abs(w).max() / (2 ** (bits - 1) - 1),
               "8.4": lambda p, q: (p.argmax(1) == q.argmax(1)).mean(),
               "9.1": lambda k: k.transpose(3, 2, 0, 1),
               "9.2": _fold_bn,
-              "9.3": _atan2})
+              "9.3": _atan2, "9.4": _upright})
 WRONG.update({"8.1": lambda r, s, z: (np.round(r / s) + z).astype(np.int8),  # no clipping: wraps around
               "8.2": 4_718_592 // 2,  # forgot the lookup table
               "8.3": lambda w, bits: w.max() / (2 ** (bits - 1) - 1),  # ignores negative weights
               "8.4": lambda p, q: np.isclose(p, q).all(axis=1).mean(),  # same probabilities, not same class
               "9.1": lambda k: k.reshape(k.shape[::-1]),  # right shape, scrambled values
               "9.2": lambda w, b, g, be, m, v, eps: (w * g, b + be),  # forgot mean and variance
-              "9.3": lambda y, x: np.arctan(y / np.where(x == 0, 1e-12, x))})  # wrong half of the plane
+              "9.3": lambda y, x: np.arctan(y / np.where(x == 0, 1e-12, x)),  # wrong half of the plane
+              "9.4": lambda p, o: np.rot90(p, {3: 2, 6: 1, 8: 3}.get(o, 0))})  # turned the wrong way, mirrors ignored
 
 
 # Predict-then-measure exercises: the right answer is whatever the checker's experiment measures, so
