@@ -725,15 +725,22 @@ def resolution_experiment(*, sizes=(32, 64), repeats: int = 15, rounds: int = 5,
     return {size: {"macs": macs.count_macs(net), "ms": ms[size]} for size, net in nets.items()}
 
 
-def _resolution_outcome():
-    small, large = resolution_experiment().values()
+def _time_against_macs(small: dict, large: dict) -> tuple[str, str]:
+    """Did the time per image grow 'less' than the MACs, the 'same' factor (75% to 125% of it) or 'more'?
+    small, large: {"macs", "ms"}. Returns the outcome and a sentence with both factors."""
     mac_factor, time_factor = large["macs"] / small["macs"], large["ms"] / small["ms"]
     share = time_factor / mac_factor
     outcome = "same" if 0.75 <= share <= 1.25 else ("less" if share < 0.75 else "more")
+    return outcome, (f"The MACs grew {mac_factor:.2f}x, the time {time_factor:.2f}x, {share:.0%} of the MACs' "
+                     "factor ('same' means 75% to 125%).")
+
+
+def _resolution_outcome():
+    small, large = resolution_experiment().values()
+    outcome, factors = _time_against_macs(small, large)
     return (outcome,
             f"32x32: {small['macs'] / 1e6:.1f} M MACs, {small['ms']:.2f} ms per image; 64x64: "
-            f"{large['macs'] / 1e6:.1f} M MACs, {large['ms']:.2f} ms per image. The MACs grew {mac_factor:.2f}x, "
-            f"the time {time_factor:.2f}x, {share:.0%} of the MACs' factor ('same' means 75% to 125%).")
+            f"{large['macs'] / 1e6:.1f} M MACs, {large['ms']:.2f} ms per image. {factors}")
 
 
 exercise("7.5", "Predict, then measure: build the chapter's small EfficientNet (width 0.5, depth 0.5, stride-1 "
@@ -836,16 +843,13 @@ def edgetpu_cpu_experiment(*, calibration: int = 100, repeats: int = 50, rounds:
 def _edgetpu_cpu_outcome():
     r = edgetpu_cpu_experiment()
     mobile, edge = r["nets"]["MobileNetV2"], r["nets"]["EfficientNet-EdgeTPU-S"]
-    mac_factor, time_factor = edge["macs"] / mobile["macs"], edge["ms"] / mobile["ms"]
-    share = time_factor / mac_factor
-    outcome = "same" if 0.75 <= share <= 1.25 else ("less" if share < 0.75 else "more")
+    outcome, factors = _time_against_macs(mobile, edge)
     cpu = r["cpu"]
     isa = ", ".join(cpu["isa"]) if cpu["isa"] else "not known on this system"
     return (outcome,
             f"MobileNetV2: {mobile['macs'] / 1e6:.1f} M MACs, {mobile['ms']:.3f} ms per image; EfficientNet-EdgeTPU-S: "
-            f"{edge['macs'] / 1e6:.1f} M MACs, {edge['ms']:.3f} ms per image (int8, LiteRT, one thread, batch 1). The "
-            f"MACs grew {mac_factor:.2f}x, the time {time_factor:.2f}x, {share:.0%} of the MACs' factor ('same' means "
-            f"75% to 125%). CPU: {cpu['cpu']} ({isa}).")
+            f"{edge['macs'] / 1e6:.1f} M MACs, {edge['ms']:.3f} ms per image (int8, LiteRT, one thread, batch 1). "
+            f"{factors} CPU: {cpu['cpu']} ({isa}).")
 
 
 exercise("10.5", "Predict, then measure: EfficientNet-EdgeTPU-S for 32x32 photos does several times the MACs of "
