@@ -162,7 +162,7 @@ def check_params(**params) -> None:
         elif name in ("DROPOUT", "LABEL_SMOOTHING"):
             ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1, \
                 "a fraction between 0 and 1"
-        elif name in ("LEARNING_RATE", "WEIGHT_DECAY"):
+        elif name.endswith(("LEARNING_RATE", "WEIGHT_DECAY")):  # QAT_LEARNING_RATE too
             ok, want = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 10, \
                 "a number between 0 and 10"
         elif name.endswith(("WIDTH", "ALPHA", "_SCALE")):  # WIDTH, EFFICIENTNET_WIDTH, DEPTH_SCALE...

@@ -244,3 +244,141 @@ def latency_ms(model, threads: int = 1, repeats: int = 50, warmup: int = 5) -> f
         it.invoke()
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
+
+
+# Quantization-aware fine-tuning: a Keras model that rounds as the full-int8 model will, trained so that the
+# rounding changes fewer answers. Hand-written because tensorflow-model-optimization needs tf_keras.
+
+_KERNEL_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
+_FUSABLE_ACTIVATIONS = ("relu", "relu6")  # TFLite folds these into the op before them
+
+
+def _activation(layer) -> str | None:
+    """The name of an activation layer's function ('relu6'), else None."""
+    name = type(layer).__name__
+    if name == "Activation":
+        return getattr(layer.activation, "__name__", None)
+    if name == "ReLU" and not layer.negative_slope and not layer.threshold:
+        return "relu6" if layer.max_value == 6 else "relu" if layer.max_value is None else None
+    return None
+
+
+def _unstored_outputs(model) -> set[str]:
+    """Names of the layers whose output the int8 model never stores, because the converter merges the op
+    with the next: a convolution or dense layer with the batch norm after it, and any of these or an Add
+    with the ReLU/ReLU6 after it."""
+    consumers = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for tensor in node.input_tensors:
+                consumers.setdefault(tensor._keras_history.operation.name, []).append(layer)
+    merged = set()
+    for layer in model.layers:
+        after = consumers.get(layer.name, [])
+        if len(after) != 1:
+            continue
+        kind, linear = type(layer).__name__, getattr(getattr(layer, "activation", None), "__name__", "linear") == "linear"
+        if kind in _KERNEL_LAYERS and linear and type(after[0]).__name__ == "BatchNormalization":
+            merged.add(layer.name)
+        elif (kind in (*_KERNEL_LAYERS, "BatchNormalization", "Add") and linear
+              and _activation(after[0]) in _FUSABLE_ACTIVATIONS):
+            merged.add(layer.name)
+    return merged
+
+
+def _int8_kernel(kernel, axes):
+    """The kernel rounded to int8 with one symmetric scale per output channel (-127..127), as the converter
+    stores it; the gradient passes through the rounding unchanged (the straight-through estimator)."""
+    from keras import ops
+
+    scale = ops.maximum(ops.max(ops.abs(kernel), axis=axes, keepdims=True), 1e-12) / 127
+    rounded = ops.clip(ops.round(kernel / scale), -127, 127) * scale
+    return kernel + ops.stop_gradient(rounded - kernel)
+
+
+def _int8_simulated_layer():
+    import keras
+    import tensorflow as tf
+    from keras import ops
+
+    class Int8Simulated(keras.layers.Layer):
+        """Runs `inner` (sharing its weights) as the full-int8 model will: kernels rounded per output channel,
+        and each output the int8 model stores rounded to 256 levels between the ranges that calibration
+        recorded (tf.quantization.fake_quant_*, whose gradient is 1 inside the range and 0 outside)."""
+
+        def __init__(self, inner, store_output: bool):
+            super().__init__(name=f"{inner.name}_int8")
+            self.inner, self.store_output = inner, store_output
+            self.observing, self.ranges = True, {}
+
+        def _round(self, x, key):
+            if self.observing:  # calibration: record the range, as the converter's calibration does
+                low, high = self.ranges.get(key, (0.0, 0.0))  # a range always holds zero
+                self.ranges[key] = (min(low, float(ops.min(x))), max(high, float(ops.max(x))))
+                return x
+            low, high = self.ranges[key]
+            return tf.quantization.fake_quant_with_min_max_args(x, min=low, max=high, num_bits=8)
+
+        def call(self, inputs, training=None, mask=None):  # masks: none in these models
+            layer, kind = self.inner, type(self.inner).__name__
+            if kind not in _KERNEL_LAYERS:
+                x = layer(inputs, training=False if kind == "BatchNormalization" else training)  # BN frozen
+                return self._round(x, "output") if self.store_output else x
+            if kind == "Dense":
+                x = ops.matmul(inputs, _int8_kernel(layer.kernel, 0))
+            elif kind == "Conv2D":
+                if layer.groups != 1:
+                    raise TFLiteError(f"{layer.name}: grouped convolutions are not simulated")
+                x = ops.conv(inputs, _int8_kernel(layer.kernel, (0, 1, 2)), strides=layer.strides,
+                             padding=layer.padding, data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+            else:
+                x = ops.depthwise_conv(inputs, _int8_kernel(layer.kernel, (0, 1)), strides=layer.strides,
+                                       padding=layer.padding, data_format=layer.data_format,
+                                       dilation_rate=layer.dilation_rate)
+            if layer.use_bias:
+                x = x + layer.bias
+            activation = getattr(layer.activation, "__name__", "linear")
+            if activation not in ("linear", *_FUSABLE_ACTIVATIONS):
+                x = self._round(x, "before activation")  # softmax, swish: an op of their own, after a stored tensor
+            x = layer.activation(x)
+            if activation == "softmax" and self.store_output:  # int8 softmax has a fixed scale, 1/256
+                return tf.quantization.fake_quant_with_min_max_args(x, min=0.0, max=1.0, num_bits=8)
+            return self._round(x, "output") if self.store_output else x
+
+        def compute_output_spec(self, inputs, training=None, mask=None):
+            return self.inner.compute_output_spec(inputs)
+
+    return Int8Simulated
+
+
+def quantization_aware(model, calibration, batch_size: int = 100):
+    """Quantization-aware training for a full-int8 conversion: returns (simulated, tuned).
+
+    tuned: a float copy of `model` (the model itself is left alone). simulated: a model sharing tuned's
+    weights that computes as convert(tuned, "int8") will, within rounding: kernels rounded per output
+    channel, batch norm folded (frozen at its moving statistics), and every tensor the int8 model stores
+    rounded to 256 levels over the range it takes on `calibration` (images as the model takes them).
+    Train `simulated` briefly at a small learning rate, then convert `tuned` with the same calibration
+    images: the weights have learnt to live with the rounding."""
+    import keras
+
+    images = np.asarray(calibration, dtype=np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise TFLiteError(f"calibration must be a non-empty batch of images, e.g. x_train[:500] (got shape {images.shape})")
+    if not isinstance(model, keras.Model) or isinstance(model, keras.Sequential) or not hasattr(model, "_run_through_graph"):
+        raise TFLiteError("quantization_aware takes a functional Keras model: rebuild a Sequential one as "
+                          "keras.Model(inputs, outputs)")
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        raise TFLiteError(f"quantization_aware needs a flat model; these layers are models themselves: {nested}")
+    tuned = keras.models.clone_model(model)
+    tuned.set_weights(model.get_weights())
+    unstored, wrapper = _unstored_outputs(tuned), _int8_simulated_layer()
+    simulated = keras.models.clone_model(
+        tuned, clone_function=lambda layer: wrapper(layer, store_output=layer.name not in unstored))
+    for start in range(0, len(images), batch_size):
+        simulated(images[start:start + batch_size], training=False)
+    for layer in simulated.layers:
+        if isinstance(layer, wrapper):
+            layer.observing = False
+    return simulated, tuned

@@ -170,3 +170,66 @@ def test_size_breakdown_accounts_for_every_weight(digits):
     assert f["constants"]["float32"] == 4 * model.count_params() and f["quantization_parameters"] == 0
     assert q["quantization_parameters"] >= 12 * (16 + 32 + 10)  # a float32 scale + int64 zero point per channel
     assert q["graph_and_other"] > 0 and len(float32) / len(int8) < 4
+
+
+# ---- Quantization-aware fine-tuning ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_mobile_block(cifar10):
+    """A stem, one depthwise-separable block with a linear projection and a residual Add, pooling and a
+    softmax layer, trained for 4 epochs on 3,000 real CIFAR-10 photos."""
+    import keras
+
+    from book_utils import blocks
+
+    keras.utils.set_random_seed(0)
+    x, y = data.subset(cifar10.x_train, cifar10.y_train, 3000, 0)
+    inputs = keras.Input((32, 32, 3))
+    h = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+    h = shortcut = blocks.conv_bn_act(h, 16, 3, 2, activation="relu6", name="stem")
+    h = blocks.depthwise_bn_act(h, name="dw")
+    h = keras.layers.BatchNormalization(name="pw_bn")(keras.layers.Conv2D(16, 1, use_bias=False, name="pw")(h))
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Add(name="add")([shortcut, h]))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="probabilities")(h))
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x.astype("float32"), y, epochs=4, batch_size=64, verbose=0)
+    return model, x.astype("float32"), cifar10.x_test[:1000].astype("float32")
+
+
+def test_quantization_aware_model_computes_like_the_int8_model(small_mobile_block):
+    model, x, x_test = small_mobile_block
+    simulated, tuned = tflite.quantization_aware(model, x[:300])
+    stored = {layer.inner.name: layer.store_output for layer in simulated.layers if hasattr(layer, "inner")}
+    # folded into the op after them: convs before batch norm, and batch norm before ReLU6
+    assert not any(stored[name] for name in ("stem_conv", "stem_bn", "dw_conv", "dw_bn", "pw"))
+    assert all(stored[name] for name in ("scale", "stem_relu6", "dw_relu6", "pw_bn", "add", "pool", "probabilities"))
+    int8 = tflite.predict(tflite.convert(model, "int8", representative=x[:300]), x_test)
+    as_float, as_simulated = model.predict(x_test, verbose=0), simulated.predict(x_test, verbose=0)
+    # measured the other way round, by LiteRT running the real int8 model: the simulation is the closer
+    assert np.abs(as_simulated - int8).mean() < 0.85 * np.abs(as_float - int8).mean()
+    assert (as_simulated.argmax(1) == int8.argmax(1)).mean() >= (as_float.argmax(1) == int8.argmax(1)).mean()
+
+
+def test_quantization_aware_training_moves_the_copy_only(small_mobile_block):
+    import keras
+
+    model, x, _ = small_mobile_block
+    before = {w.path: w.numpy().copy() for w in model.weights}
+    simulated, tuned = tflite.quantization_aware(model, x[:300])
+    simulated.compile(keras.optimizers.SGD(1e-3, momentum=0.9), "categorical_crossentropy")
+    simulated.fit(x, model.predict(x, verbose=0), epochs=1, batch_size=64, verbose=0)
+    assert all(np.array_equal(w.numpy(), before[w.path]) for w in model.weights)  # the original is untouched
+    kernels = {w.path: w.numpy() for w in tuned.weights}
+    assert not np.allclose(kernels["pw/kernel"], before["pw/kernel"])  # the copy learnt
+    assert np.array_equal(kernels["pw_bn/moving_mean"], before["pw_bn/moving_mean"])  # batch norm stayed frozen
+    assert tflite.op_counts(tflite.convert(tuned, "int8", representative=x[:300]))["float_ops"] == 0
+
+
+def test_quantization_aware_refuses_what_it_cannot_simulate(small_mobile_block):
+    import keras
+
+    model, x, _ = small_mobile_block
+    with pytest.raises(tflite.TFLiteError, match="non-empty"):
+        tflite.quantization_aware(model, x[:0])
+    with pytest.raises(tflite.TFLiteError, match="Sequential"):
+        tflite.quantization_aware(keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten()]), x[:10])
