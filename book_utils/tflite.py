@@ -1,5 +1,5 @@
 """TensorFlow Lite: convert a Keras model (float32, dynamic range, float16, full int8, 16x8) and run it with LiteRT;
-what full-int8 loses, layer by layer, and where a file's bytes go.
+what full-int8 loses, layer by layer, and where a file's bytes go; quantization-aware fine-tuning for full int8.
 
 The interpreter is ai_edge_litert's (LiteRT), the successor of tf.lite.Interpreter.
 """
