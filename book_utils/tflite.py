@@ -267,14 +267,9 @@ def _unstored_outputs(model) -> set[str]:
     """Names of the layers whose output the int8 model never stores, because the converter merges the op
     with the next: a convolution or dense layer with the batch norm after it, and any of these or an Add
     with the ReLU/ReLU6 after it."""
-    consumers = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for tensor in node.input_tensors:
-                consumers.setdefault(tensor._keras_history.operation.name, []).append(layer)
     merged = set()
     for layer in model.layers:
-        after = consumers.get(layer.name, [])
+        after = [node.operation for node in layer._outbound_nodes]  # the layers that take its output
         if len(after) != 1:
             continue
         kind, linear = type(layer).__name__, getattr(getattr(layer, "activation", None), "__name__", "linear") == "linear"
