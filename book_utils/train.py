@@ -228,7 +228,7 @@ def earlier_model(filename: str, build, x_train, y_train, *, epochs: int, train_
               epochs=epochs, verbose=0)
     if batch_norms(model):  # a few dozen steps leave the moving averages unsettled: set them from data
         recalibrate_batch_norm(model, x[:500], batch_size=min(500, len(x)))
-    return model, (f"stand-in for {filename}: {model.name} trained here for {epochs} epochs "
+    return model, (f"stand-in for {filename}: {model.name} trained here for {epochs} epoch{'s' * (epochs != 1)} "
                    f"on {len(x):,} images ({filename} not found in the models folder)"), run.train_seconds
 
 
