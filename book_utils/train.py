@@ -17,7 +17,7 @@ class EpochTimer(keras.callbacks.Callback):
     With `path` it also keeps every finished epoch's seconds and metrics in that JSON file, so that a run
     resumed from a backup (fit's backup_dir) still reports the epochs an earlier process trained: they are
     in `earlier`, and `checkpoint` (a ModelCheckpoint) learns the best value they reached, so that a worse
-    resumed epoch does not replace the best model."""
+    resumed epoch does not replace the best model (the checkpoint needs mode "max" or "min" for that)."""
 
     def __init__(self, path: str | Path | None = None, checkpoint=None):
         super().__init__()
@@ -36,8 +36,8 @@ class EpochTimer(keras.callbacks.Callback):
             self.earlier = [self._stored[k] for k in sorted(self._stored)]
             cp = self.checkpoint
             values = [e[cp.monitor] for e in self.earlier if cp is not None and cp.monitor in e]
-            if values:  # the book's checkpoints monitor an accuracy (higher is better) or a loss
-                cp.best = max(values) if "acc" in cp.monitor else min(values)
+            if values and cp.mode in ("max", "min"):  # "auto" decides only once metrics are built
+                cp.best = max(values) if cp.mode == "max" else min(values)
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -180,7 +180,7 @@ def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validati
     backup_dir: resume an interrupted run from its last finished epoch.
     """
     monitor = "val_accuracy" if (validation_data is not None or validation_split) else "accuracy"
-    best = AtomicModelCheckpoint(checkpoint, monitor=monitor, save_best_only=True) if checkpoint else None
+    best = AtomicModelCheckpoint(checkpoint, monitor=monitor, mode="max", save_best_only=True) if checkpoint else None
     # with a backup, the timer keeps the finished epochs beside it, and runs before the backup is written:
     # a run killed between the two repeats an epoch the timer knows, instead of losing one
     timer = EpochTimer(Path(backup_dir) / "epochs.json" if backup_dir else None, checkpoint=best)
@@ -192,7 +192,7 @@ def fit(model, x, y=None, *, epochs: int, batch_size: int | None = 128, validati
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
         cbs.append(best)
     if early_stopping:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping,
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=early_stopping,
                                                  restore_best_weights=True))
     history = model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
                         shuffle=y is not None,  # a tf.data pipeline shuffles itself

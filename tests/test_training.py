@@ -99,12 +99,20 @@ def test_epoch_timer_brings_back_the_epochs_before_a_resumed_start(tmp_path):
     path = tmp_path / "epochs.json"
     path.write_text(json.dumps({"0": {"seconds": 2.0, "val_accuracy": 0.6}, "1": {"seconds": 3.0, "val_accuracy": 0.7},
                                 "2": {"seconds": 9.0, "val_accuracy": 0.1}}))  # epoch 2 never reached its backup
-    checkpoint = train.AtomicModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy", save_best_only=True)
+    checkpoint = train.AtomicModelCheckpoint(tmp_path / "best.keras", monitor="val_accuracy", mode="max",
+                                             save_best_only=True)
     timer = train.EpochTimer(path, checkpoint=checkpoint)
     timer.on_train_begin()
     timer.on_epoch_begin(2)  # the backup restored two epochs
     assert [e["seconds"] for e in timer.earlier] == [2.0, 3.0]
     assert checkpoint.best == 0.7  # a resumed epoch must beat the earlier best to replace the checkpoint
+    for mode, best in (("min", 0.6), ("auto", None)):  # a loss-like monitor; a direction not yet known
+        other = train.AtomicModelCheckpoint(tmp_path / "other.keras", monitor="val_accuracy", mode=mode,
+                                            save_best_only=True)
+        resumed = train.EpochTimer(path, checkpoint=other)
+        resumed.on_train_begin()
+        resumed.on_epoch_begin(2)
+        assert other.best == best, mode
     timer.on_epoch_end(2, {"val_accuracy": 0.75})
     assert sorted(json.loads(path.read_text())) == ["0", "1", "2"]
     assert json.loads(path.read_text())["2"]["val_accuracy"] == 0.75
