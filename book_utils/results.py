@@ -118,9 +118,10 @@ def table(records: list[dict]) -> str:
              "latency_ms": seen.get("latency_ms") or r.get("latency_ms")}
         macs = f"{m['macs'] / 1e6:,.1f} M" if m.get("macs") else ""
         latency = f"{m['latency_ms']:.2f} ms" if m.get("latency_ms") else ""
+        trained = f"{r['train_seconds']:.0f} s" if r["train_seconds"] else ""  # 0: an earlier chapter's model
         lines.append(f"| {r['chapter']} | {m.get('model', '')} | {r['mode']} | {r['data']} "
                      f"| {100 * r['test_accuracy']:.2f}% | {r['params']:,} | {r['model_bytes'] / 1e6:.2f} MB "
-                     f"| {macs} | {latency} | {r.get('epochs', '')} | {r['train_seconds']:.0f} s "
+                     f"| {macs} | {latency} | {r.get('epochs', '')} | {trained} "
                      f"| {r.get('hardware', '?')} | {r.get('date', '?')} |")
     return "\n".join(lines)
 

@@ -30,10 +30,13 @@ def test_table_lists_the_records_in_chapter_order(tmp_path):
     for chapter, acc in (("02_b", 0.5), ("01_a", 0.25)):
         results.record(chapter, mode="full", data="some data", test_accuracy=acc, params=1234,
                        model_bytes=5_000_000, train_seconds=60, epochs=12, directory=tmp_path)
+    results.record("08_c", mode="full", data="some data", test_accuracy=0.5, params=1234,  # trains nothing
+                   model_bytes=5_000_000, train_seconds=0, directory=tmp_path)
     records = results.load_all(tmp_path)
-    assert [r["chapter"] for r in records] == ["01_a", "02_b"]
+    assert [r["chapter"] for r in records] == ["01_a", "02_b", "08_c"]
     text = results.table(records)
     assert "| 01_a |  | full | some data | 25.00% | 1,234 | 5.00 MB |  |  | 12 | 60 s |" in text
+    assert "| 08_c |  | full | some data | 50.00% | 1,234 | 5.00 MB |  |  |  |  |" in text  # not "0 s"
 
 
 def test_table_takes_macs_and_latency_from_the_comparison_run(tmp_path):
