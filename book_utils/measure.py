@@ -25,6 +25,26 @@ def instruction_sets() -> dict:
             "int8_dot_product": any(f in flags for f in INT8_DOT_FLAGS) if flags else None}
 
 
+def _forward(model):
+    """model on one image of random pixels, as a tf.function, and that image (the values do not change the cost)."""
+    import tensorflow as tf
+
+    shape = tuple(model.input_shape[1:])
+    if None in shape:
+        raise ValueError(f"{model.name} takes images of any size {shape}; build it with a fixed input_shape.")
+    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32"))
+    return tf.function(lambda x: model(x, training=False)), image
+
+
+def _median_ms(forward, image, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward(image).numpy()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
 def latency_ms(model, repeats: int = 50, warmup: int = 5, threads: int | None = None) -> float:
     """Median milliseconds to classify one image (batch 1) with a Keras model, compiled as a tf.function.
 
@@ -35,19 +55,30 @@ def latency_ms(model, repeats: int = 50, warmup: int = 5, threads: int | None = 
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-    shape = tuple(model.input_shape[1:])
-    if None in shape:
-        raise ValueError(f"{model.name} takes images of any size {shape}; build it with a fixed input_shape.")
-    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32"))
-    forward = tf.function(lambda x: model(x, training=False))
+    forward, image = _forward(model)
     for _ in range(warmup):
         forward(image).numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward(image).numpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    return _median_ms(forward, image, repeats)
+
+
+def compare_latency_ms(models: dict, repeats: int = 100, rounds: int = 5, warmup: int = 5) -> dict:
+    """Batch-1 milliseconds of several Keras models ({name: model}), measured together so that they compare.
+
+    Load from elsewhere on a shared machine comes in bursts; timed one model after the other, a burst
+    slows whichever model is being timed. So the timing goes in `rounds` rounds, each timing every model
+    in turn (the median of repeats / rounds runs), and a model's figure is its fastest round's median.
+    Returns {name: ms}."""
+    if rounds < 1 or repeats < rounds:
+        raise ValueError(f"need at least one round and one timed run per round (rounds={rounds}, repeats={repeats})")
+    forwards = {name: _forward(model) for name, model in models.items()}
+    for forward, image in forwards.values():
+        for _ in range(warmup):
+            forward(image).numpy()
+    per_round = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, (forward, image) in forwards.items():
+            per_round[name].append(_median_ms(forward, image, repeats // rounds))
+    return {name: min(ms) for name, ms in per_round.items()}
 
 
 # ---- Input pipelines: images per second at steady state ------------------------------------------

@@ -58,6 +58,15 @@ def test_latency_is_a_positive_median_and_needs_a_fixed_input_shape():
         measure.latency_ms(flexible)
 
 
+def test_latencies_measured_together_order_the_models_by_their_cost():
+    small, large = architectures.resnet_cifar(8), architectures.resnet_cifar(32)  # about 4x the MACs
+    ms = measure.compare_latency_ms({"ResNet-8": small, "ResNet-32": large}, repeats=10, rounds=2, warmup=1)
+    assert list(ms) == ["ResNet-8", "ResNet-32"]
+    assert 0 < ms["ResNet-8"] < ms["ResNet-32"] < 10_000
+    with pytest.raises(ValueError, match="one timed run per round"):
+        measure.compare_latency_ms({"ResNet-8": small}, repeats=2, rounds=3)
+
+
 def test_cat_dog_confusions_read_the_matrix():
     matrix = np.zeros((10, 10), int)
     matrix[3, 5], matrix[5, 3], matrix[3, 3], matrix[5, 5] = 7, 4, 90, 80
