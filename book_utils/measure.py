@@ -25,24 +25,29 @@ def instruction_sets() -> dict:
             "int8_dot_product": any(f in flags for f in INT8_DOT_FLAGS) if flags else None}
 
 
-def _forward(model):
-    """model on one image of random pixels, as a tf.function, and that image (the values do not change the cost)."""
+def median_ms(call, repeats: int, warmup: int = 0) -> float:
+    """Median milliseconds of call() over `repeats` timed calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def _forward_pass(model):
+    """A call that classifies one image of random pixels with a Keras model (batch 1, as a tf.function);
+    the values do not change the cost."""
     import tensorflow as tf
 
     shape = tuple(model.input_shape[1:])
     if None in shape:
         raise ValueError(f"{model.name} takes images of any size {shape}; build it with a fixed input_shape.")
     image = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32"))
-    return tf.function(lambda x: model(x, training=False)), image
-
-
-def _median_ms(forward, image, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward(image).numpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    forward = tf.function(lambda x: model(x, training=False))
+    return lambda: forward(image).numpy()
 
 
 def latency_ms(model, repeats: int = 50, warmup: int = 5, threads: int | None = None) -> float:
@@ -55,10 +60,7 @@ def latency_ms(model, repeats: int = 50, warmup: int = 5, threads: int | None = 
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-    forward, image = _forward(model)
-    for _ in range(warmup):
-        forward(image).numpy()
-    return _median_ms(forward, image, repeats)
+    return median_ms(_forward_pass(model), repeats, warmup)
 
 
 def compare_latency_ms(models: dict, repeats: int = 100, rounds: int = 5, warmup: int = 5) -> dict:
@@ -70,14 +72,11 @@ def compare_latency_ms(models: dict, repeats: int = 100, rounds: int = 5, warmup
     Returns {name: ms}."""
     if rounds < 1 or repeats < rounds:
         raise ValueError(f"need at least one round and one timed run per round (rounds={rounds}, repeats={repeats})")
-    forwards = {name: _forward(model) for name, model in models.items()}
-    for forward, image in forwards.values():
-        for _ in range(warmup):
-            forward(image).numpy()
-    per_round = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, (forward, image) in forwards.items():
-            per_round[name].append(_median_ms(forward, image, repeats // rounds))
+    calls = {name: _forward_pass(model) for name, model in models.items()}
+    per_round = {name: [] for name in calls}
+    for i in range(rounds):
+        for name, call in calls.items():  # the first round warms each model up first
+            per_round[name].append(median_ms(call, repeats // rounds, warmup if i == 0 else 0))
     return {name: min(ms) for name, ms in per_round.items()}
 
 

@@ -9,12 +9,11 @@ import contextlib
 import io
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from book_utils import data, env
+from book_utils import data, env, measure
 
 MODES = ("float32", "dynamic", "float16", "int8")  # the four that chapter 8 compares
 ALL_MODES = MODES + ("int16x8",)
@@ -236,14 +235,7 @@ def latency_ms(model, threads: int = 1, repeats: int = 50, warmup: int = 5) -> f
     inp = it.get_input_details()[0]
     x = np.zeros(inp["shape"], dtype=inp["dtype"])
     it.set_tensor(inp["index"], x)
-    for _ in range(warmup):
-        it.invoke()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        it.invoke()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    return measure.median_ms(it.invoke, repeats, warmup)
 
 
 # Quantization-aware fine-tuning: a Keras model that rounds as the full-int8 model will, trained so that the
