@@ -19,10 +19,10 @@ book: $(STAMP)
 	$(PY) tools/run_book.py $(if $(filter 1,$(SMOKE)),--smoke,)
 
 # Unit tests and the smoke run of every notebook (checked against the committed outputs where marked).
-# Smoke runs write their results and models under build/, never over results/.
+# Smoke runs write their results and models under build/, never over results/. The 25 slowest tests are listed last.
 test: $(STAMP)
 	BOOK_SMOKE=1 BOOK_RESULTS_DIR=$(CURDIR)/build/test-results BOOK_MODELS_DIR=$(CURDIR)/build/test-models \
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest tests -p no:cacheprovider --durations=25
 
 # The book as a website, from the committed executed notebooks (nothing is run): build/site/html/index.html.
 # tests/test_site.py (part of make test) builds it too and reads every page in headless Chromium.

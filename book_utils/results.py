@@ -100,15 +100,17 @@ def table(records: list[dict]) -> str:
 
     MACs and CPU latency come from the chapter-7 comparison, which measures every model in one run
     (so that the latencies compare), when it measured the recorded architecture (the same number of
-    parameters); else from the chapter's own record, else they are left blank.
+    parameters), as a line under the table says; else from the chapter's own record, else they are left blank.
     """
     by_chapter = {r["chapter"]: r for r in records}
     measured = {}  # chapter -> MACs and latency measured by chapter 7 (its rows; others' are their own tables)
+    comparer = None  # the record that measured them
     for r in records:
         for row in r.get("comparison") if isinstance(r.get("comparison"), list) else []:
             own = by_chapter.get(row.get("chapter")) if isinstance(row, dict) else None
             if own and "latency_ms" in row and row.get("params") == own["params"]:
                 measured[own["chapter"]] = {k: row[k] for k in ("model", "macs", "latency_ms") if k in row}
+                comparer = r
     lines = ["| chapter | model | mode | data | test accuracy | parameters | model size | MACs per image "
              "| CPU latency (batch 1) | epochs | training time | hardware | date |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
@@ -123,6 +125,11 @@ def table(records: list[dict]) -> str:
                      f"| {100 * r['test_accuracy']:.2f}% | {r['params']:,} | {r['model_bytes'] / 1e6:.2f} MB "
                      f"| {macs} | {latency} | {r.get('epochs', '')} | {trained} "
                      f"| {r.get('hardware', '?')} | {r.get('date', '?')} |")
+    if comparer is not None:  # the hardware column is where each chapter trained; say where these were timed
+        timed = [c for c in by_chapter if c in measured]
+        lines += ["", f"CPU latencies of {', '.join(timed)} were timed together by {comparer['chapter']}'s run on "
+                      f"{comparer.get('hardware', '?')} ({comparer.get('date', '?')}); the other rows' latencies "
+                      "come from their own runs, on the hardware in their row."]
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from book_utils import models, results
+from book_utils import env, models, results
 
 
 def test_record_writes_every_required_field_with_hardware_and_date(tmp_path):
@@ -54,6 +54,9 @@ def test_table_takes_macs_and_latency_from_the_comparison_run(tmp_path):
     assert "| 07_e | EffNet | full | d | 80.00% | 10 | 0.00 MB | 30.0 M | 3.25 ms |  | 1 s |" in text
     # a comparison row of another architecture (the chapter's network changed since) lends it nothing
     assert "| 03_c | new CNN | full | d | 70.00% | 12 | 0.00 MB |  |  |  | 1 s |" in text
+    # the hardware column says where each chapter trained; a line says where the shared latencies were timed
+    assert (f"CPU latencies of 05_r, 07_e were timed together by 07_e's run on {env.hardware()} "
+            f"({results.load_all(tmp_path)[-1]['date']})") in text
 
 
 def test_load_all_rejects_a_record_missing_fields(tmp_path):
