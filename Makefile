@@ -35,7 +35,7 @@ lab: $(STAMP)
 clean:
 	rm -rf build
 
-# Measure what the book reports (smoke time of every chapter, recorded full runs, CPU latency float vs int8,
+# Measure what the book reports (smoke time of every chapter, CPU latency float vs int8,
 # input-pipeline throughput) into results/bench.json. About 15 minutes on 2 cores; no test asserts a time.
 .PHONY: bench
 bench: $(STAMP)

@@ -151,7 +151,8 @@ def load_bench(path=None) -> dict | None:
 
 
 def bench_table(bench: dict | None) -> str:
-    """The measurements as Markdown: smoke times, recorded full runs, latency and input pipeline."""
+    """The measurements as Markdown: smoke times, latency and input pipeline (the full runs' times and
+    accuracies are in the results table, made from their records)."""
     if not bench:
         return "_No benchmark yet: run `make bench`._"
     lat, pipe = bench["latency"], bench["input_pipeline"]
@@ -162,15 +163,11 @@ def bench_table(bench: dict | None) -> str:
                 f"{'yes' if lat['cpu']['int8_dot_product'] else 'no'}); whether int8 beats float32 depends on them.",
                 ""] if lat.get("cpu") else []),
              *([f"Input pipeline: {pipe['method']}.", ""] if pipe.get("method") else []),
-             "| chapter | smoke run | smoke accuracy | full-run training | full-run accuracy |",
-             "|---|---:|---:|---:|---:|"]
-    full = {r["chapter"]: r for r in bench.get("full", [])}
-    smoke = {r["chapter"]: r for r in bench.get("smoke", [])}
-    for chapter in sorted(set(full) | set(smoke)):
-        s, f = smoke.get(chapter, {}), full.get(chapter, {})
-        lines.append(f"| {chapter} | {_num(s.get('seconds'), '{:.0f} s') if not s.get('error') else 'failed'} "
-                     f"| {_num(s.get('test_accuracy'), '{:.1%}')} | {_num(f.get('train_seconds'), '{:.0f} s')} "
-                     f"| {_num(f.get('test_accuracy'), '{:.2%}')} |")
+             "| chapter | smoke run | smoke accuracy |",
+             "|---|---:|---:|"]
+    for s in sorted(bench.get("smoke", []), key=lambda r: r["chapter"]):
+        lines.append(f"| {s['chapter']} | {_num(s.get('seconds'), '{:.0f} s') if not s.get('error') else 'failed'} "
+                     f"| {_num(s.get('test_accuracy'), '{:.1%}')} |")
     lines += ["",
               "| measurement | value |", "|---|---:|",
               f"| CPU latency, TFLite float32, batch 1, 1 thread ({lat['model'].split(',')[0]}) "

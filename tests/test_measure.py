@@ -91,8 +91,11 @@ def test_bench_table_states_the_cpu_instructions_and_the_method():
              "latency": {"repeats": 5, "model": "m", "float32_ms": 2.0, "int8_ms": 1.0, "int8_speedup": 2.0,
                          "cpu": {"isa": ["avx2"], "int8_dot_product": False}},
              "input_pipeline": {"method": "steady state", "naive_images_per_second": 1000.0,
-                                "pipeline_images_per_second": 2500.0, "speedup": 2.5}}
+                                "pipeline_images_per_second": 2500.0, "speedup": 2.5},
+             "smoke": [{"chapter": "02_b", "seconds": 16.1, "test_accuracy": 0.5821},
+                       {"chapter": "01_a", "seconds": 10.4, "test_accuracy": 0.7674}]}
     table = results.bench_table(bench)
+    assert table.index("| 01_a | 10 s | 76.7% |") < table.index("| 02_b | 16 s | 58.2% |")  # in chapter order
     assert "CPU instruction sets: avx2 (8-bit dot product: no)" in table and "Input pipeline: steady state." in table
     assert "| 2.50x |" in table
 

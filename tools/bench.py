@@ -3,7 +3,6 @@
     python tools/bench.py [--only 01 05] [--skip-smoke] [--repeats 5] [--out results/bench.json]
 
 - smoke: wall time of each chapter's smoke run (papermill, as CI runs it) and the accuracy it reached;
-- full: training time and test accuracy of every recorded full run (results/NN_name.json), as recorded;
 - latency: CPU milliseconds per image (batch 1) of ResNet-20 as TensorFlow Lite float32 and int8,
   the median of `repeats` interleaved measurements, their ratio, and the CPU's instruction sets
   (whether int8 wins depends on 8-bit dot-product instructions: VNNI, Arm's dot product, AMX);
@@ -53,14 +52,6 @@ def smoke_times(only=None, repeats: int = 1) -> list[dict]:
                      "runs": len(seconds), "test_accuracy": accuracy, **({"error": error} if error else {})})
         print(f"smoke {notebook.stem}: {rows[-1]['seconds'] or float('nan'):.0f} s", flush=True)
     return rows
-
-
-def full_runs() -> list[dict]:
-    """The recorded full runs: training seconds and test accuracy, with their own hardware and date."""
-    from book_utils import results
-
-    return [{k: r.get(k) for k in ("chapter", "model", "test_accuracy", "train_seconds", "epochs", "hardware", "date")}
-            for r in results.load_all(ROOT / "results") if r["mode"] == "full"]
 
 
 def _resnet20():
@@ -141,7 +132,6 @@ def main(argv=None) -> int:
              "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     bench["latency"] = latency(args.repeats)
     bench["input_pipeline"] = input_pipeline(args.repeats)
-    bench["full"] = full_runs()
     bench["smoke"] = [] if args.skip_smoke else smoke_times(args.only, args.smoke_repeats)
     bench["bench_seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.out)
