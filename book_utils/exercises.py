@@ -708,9 +708,9 @@ def _half_depth_params(answer):
 
 def resolution_experiment(*, sizes=(32, 64), repeats: int = 15, rounds: int = 5, seed: int = 0) -> dict:
     """The chapter's small EfficientNet (width 0.5, depth 0.5, stride-1 stem) built for each input size:
-    MACs per image (macs.count_macs) and CPU milliseconds per image at batch 1 (measure.latency_ms). The
-    sizes are timed in turn, `rounds` times, and each keeps its fastest median: a busy machine slows some
-    rounds, never speeds one up. Returns {size: {"macs": ..., "ms": ...}}."""
+    MACs per image (macs.count_macs) and CPU milliseconds per image at batch 1, the sizes timed together
+    (measure.compare_latency_ms: `rounds` rounds of `repeats` runs each, each size's fastest round's median;
+    a busy machine slows some rounds, never speeds one up). Returns {size: {"macs": ..., "ms": ...}}."""
     import keras
 
     from book_utils import architectures, macs, measure
@@ -718,10 +718,7 @@ def resolution_experiment(*, sizes=(32, 64), repeats: int = 15, rounds: int = 5,
     keras.utils.set_random_seed(seed)
     nets = {size: architectures.efficientnet(0.5, 0.5, input_shape=(size, size, 3), classes=10, small_input=True)
             for size in sizes}
-    ms = {size: float("inf") for size in sizes}
-    for _ in range(rounds):
-        for size, net in nets.items():
-            ms[size] = min(ms[size], measure.latency_ms(net, repeats=repeats))
+    ms = measure.compare_latency_ms(nets, repeats * rounds, rounds)
     return {size: {"macs": macs.count_macs(net), "ms": ms[size]} for size, net in nets.items()}
 
 
@@ -831,11 +828,8 @@ def edgetpu_cpu_experiment(*, calibration: int = 100, repeats: int = 50, rounds:
     nets = {"MobileNetV2": architectures.mobilenet_v2((32, 32, 3), 10, small_input=True),
             "EfficientNet-EdgeTPU-S": architectures.efficientnet_edgetpu("S", (32, 32, 3), 10, small_input=True)}
     files = {name: tflite.convert(net, "int8", representative=photos, batch_size=1) for name, net in nets.items()}
-    interpreters = {name: tflite.interpreter(content) for name, content in files.items()}
-    ms = {name: float("inf") for name in nets}
-    for _ in range(rounds):
-        for name, it in interpreters.items():
-            ms[name] = min(ms[name], tflite.latency_ms(it, repeats=repeats))
+    per_round = measure.rounds_ms({name: tflite.forward_pass(f) for name, f in files.items()}, repeats * rounds, rounds)
+    ms = {name: min(times) for name, times in per_round.items()}
     return {"nets": {name: {"macs": macs.count_macs(net), "ms": ms[name]} for name, net in nets.items()},
             "cpu": measure.instruction_sets()}
 

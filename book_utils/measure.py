@@ -37,7 +37,7 @@ def median_ms(call, repeats: int, warmup: int = 0) -> float:
     return float(np.median(times) * 1000)
 
 
-def _forward_pass(model):
+def forward_pass(model):
     """A call that classifies one image of random pixels with a Keras model (batch 1, as a tf.function);
     the values do not change the cost."""
     import tensorflow as tf
@@ -60,23 +60,28 @@ def latency_ms(model, repeats: int = 50, warmup: int = 5, threads: int | None = 
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-    return median_ms(_forward_pass(model), repeats, warmup)
+    return median_ms(forward_pass(model), repeats, warmup)
+
+
+def rounds_ms(calls: dict, repeats: int, rounds: int = 5, warmup: int = 5) -> dict:
+    """Milliseconds of several calls ({name: call}) timed together: `rounds` rounds, each timing every call
+    in turn (the median of repeats / rounds runs; the first round warms each call up first).
+
+    Load from elsewhere on a shared machine comes in bursts; timed one after the other, a burst slows
+    whichever call is being timed, while in rounds it slows one round of each. Returns {name: [ms per round]}."""
+    if rounds < 1 or repeats < rounds:
+        raise ValueError(f"need at least one round and one timed run per round (rounds={rounds}, repeats={repeats})")
+    per_round = {name: [] for name in calls}
+    for i in range(rounds):
+        for name, call in calls.items():
+            per_round[name].append(median_ms(call, repeats // rounds, warmup if i == 0 else 0))
+    return per_round
 
 
 def compare_latency_ms(models: dict, repeats: int = 100, rounds: int = 5, warmup: int = 5) -> dict:
-    """Batch-1 milliseconds of several Keras models ({name: model}), measured together so that they compare.
-
-    Load from elsewhere on a shared machine comes in bursts; timed one model after the other, a burst
-    slows whichever model is being timed. So the timing goes in `rounds` rounds, each timing every model
-    in turn (the median of repeats / rounds runs), and a model's figure is its fastest round's median.
-    Returns {name: ms}."""
-    if rounds < 1 or repeats < rounds:
-        raise ValueError(f"need at least one round and one timed run per round (rounds={rounds}, repeats={repeats})")
-    calls = {name: _forward_pass(model) for name, model in models.items()}
-    per_round = {name: [] for name in calls}
-    for i in range(rounds):
-        for name, call in calls.items():  # the first round warms each model up first
-            per_round[name].append(median_ms(call, repeats // rounds, warmup if i == 0 else 0))
+    """Batch-1 milliseconds of several Keras models ({name: model}), measured together so that they compare:
+    rounds_ms over their forward passes, each model's figure its fastest round's median. Returns {name: ms}."""
+    per_round = rounds_ms({name: forward_pass(model) for name, model in models.items()}, repeats, rounds, warmup)
     return {name: min(ms) for name, ms in per_round.items()}
 
 

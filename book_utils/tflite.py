@@ -229,13 +229,17 @@ def predict(model, images, threads: int = 1) -> np.ndarray:
     return np.array(probabilities, dtype=np.float32)
 
 
-def latency_ms(model, threads: int = 1, repeats: int = 50, warmup: int = 5) -> float:
-    """Median milliseconds per image (batch 1) of a .tflite model (path, bytes, or a ready interpreter)."""
+def forward_pass(model, threads: int = 1):
+    """A call that runs a .tflite model (path, bytes, or a ready interpreter) once on one image of zeros (batch 1)."""
     it = model if hasattr(model, "invoke") else interpreter(model, threads)
     inp = it.get_input_details()[0]
-    x = np.zeros(inp["shape"], dtype=inp["dtype"])
-    it.set_tensor(inp["index"], x)
-    return measure.median_ms(it.invoke, repeats, warmup)
+    it.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
+    return it.invoke
+
+
+def latency_ms(model, threads: int = 1, repeats: int = 50, warmup: int = 5) -> float:
+    """Median milliseconds per image (batch 1) of a .tflite model (path, bytes, or a ready interpreter)."""
+    return measure.median_ms(forward_pass(model, threads), repeats, warmup)
 
 
 # Quantization-aware fine-tuning: a Keras model that rounds as the full-int8 model will, trained so that the

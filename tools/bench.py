@@ -76,10 +76,8 @@ def latency(repeats: int) -> dict:
     cifar = data.load("cifar10")
     files = {"float32": tflite.convert(model, "float32"),
              "int8": tflite.convert(model, "int8", representative=cifar.x_train[:200].astype("float32"))}
-    times = {k: [] for k in files}
-    for _ in range(repeats):  # interleaved, so that a busy moment hits both alike
-        for k, f in files.items():
-            times[k].append(tflite.latency_ms(f, threads=1))
+    calls = {k: tflite.forward_pass(f, threads=1) for k, f in files.items()}
+    times = measure.rounds_ms(calls, repeats=50 * repeats, rounds=repeats)  # interleaved: a busy moment hits both
     med = {k: float(np.median(v)) for k, v in times.items()}
     print(f"latency: float32 {med['float32']:.2f} ms, int8 {med['int8']:.2f} ms", flush=True)
     return {"model": source, "threads": 1, "repeats": repeats, "cpu": measure.instruction_sets(),
