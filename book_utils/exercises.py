@@ -499,10 +499,10 @@ def _hard_swish(fn):
     return None
 
 
-def separable_speed_experiment(*, shape=(32, 32, 128), rounds: int = 3, repeats: int = 50) -> dict:
+def separable_speed_experiment(*, shape=(32, 32, 128), rounds: int = 3, repeats: int = 150) -> dict:
     """Batch-1 time of a standard 3x3 convolution and of a depthwise separable one (3x3 depthwise, then 1x1
-    pointwise) with the same input and output channels, on an input of `shape`: measure.latency_ms of each,
-    in turn, `rounds` times. Returns both layers' MACs and their milliseconds in every round."""
+    pointwise) with the same input and output channels, on an input of `shape`, timed together with
+    measure.rounds_ms. Returns both layers' MACs and their milliseconds in every round."""
     import keras
 
     from book_utils import macs, measure
@@ -514,10 +514,7 @@ def separable_speed_experiment(*, shape=(32, 32, 128), rounds: int = 3, repeats:
     nets = {"standard": layer(keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)),
             "separable": layer(keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False),
                                keras.layers.Conv2D(channels, 1, use_bias=False))}
-    ms = {name: [] for name in nets}
-    for _ in range(rounds):  # alternate, so that a change in the machine's load affects both alike
-        for name, net in nets.items():
-            ms[name].append(measure.latency_ms(net, repeats=repeats))
+    ms = measure.rounds_ms({name: measure.forward_pass(net) for name, net in nets.items()}, repeats, rounds)
     return {"macs": {name: macs.count_macs(net) for name, net in nets.items()}, "ms": ms}
 
 
@@ -539,7 +536,7 @@ def _separable_speed_outcome():
 exercise("6.5", "Predict, then measure: on a 32x32 map with 128 channels, a depthwise separable convolution (3x3 "
                 "depthwise, then 1x1 to 128 channels) does 1/128 + 1/9 of the MACs of a standard 3x3 convolution "
                 "to 128 channels, about 8.4 times fewer. On this machine, at batch 1, is it faster than the standard "
-                "one by 'less' than that, by 'as much' or by 'more'? The checker times both with measure.latency_ms.")(
+                "one by 'less' than that, by 'as much' or by 'more'? The checker times both together with measure.rounds_ms.")(
     _prediction(("less", "as much", "more"), _separable_speed_outcome))
 
 

@@ -115,3 +115,21 @@ def test_committed_outputs_come_from_a_recorded_full_run(notebook):
 def test_readme_results_table_is_generated_from_the_records():
     table = results.table(results.load_all(ROOT / "results"))
     assert table in (ROOT / "README.md").read_text(), "run: python tools/run_book.py --readme"
+
+
+def test_a_smoke_run_of_the_book_keeps_its_models_and_records_in_build(monkeypatch):
+    """run_book.py --smoke must never replace a full run's trained models (models/) or records (results/)."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import run_book
+
+    seen = {}
+
+    def execute(notebook, smoke, output_dir):  # instead of papermill: what the notebook would see
+        seen.update(smoke=smoke, models=os.environ["BOOK_MODELS_DIR"], results=os.environ["BOOK_RESULTS_DIR"])
+        return output_dir / notebook.name
+
+    for name in ("BOOK_MODELS_DIR", "BOOK_RESULTS_DIR"):  # restored after the test
+        monkeypatch.setenv(name, "unset")
+    monkeypatch.setattr(run_book, "execute", execute)
+    assert run_book.main(["--smoke", "--only", "01"]) == 0
+    assert seen == {"smoke": True, "models": str(ROOT / "build" / "models"), "results": str(ROOT / "build" / "results")}

@@ -233,3 +233,24 @@ def test_quantization_aware_refuses_what_it_cannot_simulate(small_mobile_block):
         tflite.quantization_aware(model, x[:0])
     with pytest.raises(tflite.TFLiteError, match="Sequential"):
         tflite.quantization_aware(keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten()]), x[:10])
+
+
+def test_bias_correction_cancels_the_mean_error_that_int8_adds(small_mobile_block):
+    import keras
+
+    model, x, x_test = small_mobile_block
+    projection = keras.Model(model.input, model.get_layer("pw_bn").output)  # stem, depthwise, linear 1x1
+    before = {w.path: w.numpy().copy() for w in projection.weights}
+    corrected = tflite.bias_corrected(projection, x[:300])
+    assert all(np.array_equal(w.numpy(), before[w.path]) for w in projection.weights)  # a copy is corrected
+    moved = [w.path for w in corrected.weights if not np.array_equal(w.numpy(), before[w.path])]
+    assert moved and all(path.endswith("/beta") for path in moved)
+    float_out = projection.predict(x_test, verbose=0)
+
+    def mean_error(m):  # per channel, of the real int8 model run by LiteRT, on photos that did not calibrate
+        int8 = tflite.predict(tflite.convert(m, "int8", representative=x[:300]), x_test)
+        return np.sqrt(np.mean((int8 - float_out).reshape(-1, float_out.shape[-1]).mean(axis=0) ** 2))
+
+    assert mean_error(corrected) < 0.5 * mean_error(projection)
+    with pytest.raises(tflite.TFLiteError, match="BatchNormalization"):
+        tflite.bias_corrected(keras.Model(model.input, model.get_layer("scale").output), x[:10])

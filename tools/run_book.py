@@ -3,9 +3,10 @@
     python tools/run_book.py [--smoke] [--only 01 02] [--save]
     python tools/run_book.py --readme      # only rewrite README's results table
 
-Executed notebooks go to build/. Smoke runs record their results in build/results/
-(never over the committed full-run records in results/). --save copies the executed
-notebooks of a full run back into notebooks/, which is how the committed outputs are made.
+Executed notebooks go to build/. Smoke runs record their results in build/results/ and save
+their models in build/models/ (never over the committed full-run records in results/ or the
+trained models in models/). --save copies the executed notebooks of a full run back into
+notebooks/, which is how the committed outputs are made.
 """
 from __future__ import annotations
 
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
 
     results_dir = BUILD / "results" if args.smoke else ROOT / "results"
     os.environ["BOOK_RESULTS_DIR"] = str(results_dir)
+    if args.smoke:  # smoke models never replace a full run's trained ones in models/
+        os.environ["BOOK_MODELS_DIR"] = str(BUILD / "models")
     os.environ.pop("BOOK_SMOKE", None)  # the mode comes from --smoke alone
     output_dir = BUILD / ("smoke" if args.smoke else "full")
     for notebook in chapters(args.only):
