@@ -376,13 +376,45 @@ def quantization_aware(model, calibration, batch_size: int = 100):
     return simulated, tuned
 
 
-def _channel_means(model, images, batch_size):
-    """The mean of a model's output per channel (the last axis), over all images and positions."""
-    total = 0.0
+def _channel_means(model, images, batch_size) -> list[np.ndarray]:
+    """The mean of each of a model's outputs per channel (the last axis), over all images and positions."""
+    totals = None
     for start in range(0, len(images), batch_size):
-        out = np.asarray(model(images[start:start + batch_size], training=False), dtype=np.float64)
-        total = total + out.reshape(-1, out.shape[-1]).sum(axis=0)
-    return total / (len(images) * np.prod(model.output_shape[1:-1], dtype=int))
+        outputs = model(images[start:start + batch_size], training=False)
+        sums = [np.asarray(out, dtype=np.float64).reshape(-1, out.shape[-1]).sum(axis=0)
+                for out in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+        totals = sums if totals is None else [total + s for total, s in zip(totals, sums)]
+    return [total / (len(images) * np.prod(shape[1:-1], dtype=int))
+            for total, shape in zip(totals, [out.shape for out in model.outputs])]
+
+
+def _layer_by_layer(model, images, visit, batch_size):
+    """Runs a functional model on all `images`, one layer at a time in Keras's own order (that of
+    Functional._run_through_graph), each layer in batches, keeping only the outputs still to be used.
+    visit(layer, run) gives each layer's output, where run() computes it with the layer's current weights,
+    so that a visit may change the weights first."""
+    import collections
+
+    import keras
+
+    nodes = [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]
+             if node.operation is not None and not node.is_input]
+    uses = collections.Counter(id(tensor) for node in nodes for tensor in node.input_tensors)
+    values = {id(model.inputs[0]): np.asarray(images)}
+    for node in nodes:
+        args, kwargs = node.arguments.fill_in(values)
+
+        def run(layer=node.operation, args=args, kwargs=kwargs):
+            return np.concatenate([np.asarray(layer(*keras.tree.map_structure(
+                lambda a: a[start:start + batch_size] if isinstance(a, np.ndarray) else a, args), **kwargs))
+                for start in range(0, len(images), batch_size)])
+
+        output = visit(node.operation, run)
+        for tensor in node.input_tensors:
+            uses[id(tensor)] -= 1
+            if not uses[id(tensor)]:
+                del values[id(tensor)]
+        values[id(node.outputs[0])] = output
 
 
 def bias_corrected(model, calibration, batch_size: int = 100):
@@ -395,7 +427,8 @@ def bias_corrected(model, calibration, batch_size: int = 100):
     image. Layer by layer, in order: the mean output per channel of each batch norm in the simulated int8
     model (quantization_aware's), before its own output is rounded, minus the float model's, on
     `calibration`, is subtracted from that batch norm's beta; each layer so also absorbs the shifts that
-    the layers before it pass on. Convert the result with the same calibration images; `model` itself is
+    the layers before it pass on. One pass of the float model and one of the simulated model, run layer
+    by layer, measure all of it. Convert the result with the same calibration images; `model` itself is
     left alone."""
     import keras
 
@@ -405,12 +438,17 @@ def bias_corrected(model, calibration, batch_size: int = 100):
     if not norms:
         raise TFLiteError("bias_corrected moves batch-norm offsets (beta); this model has no BatchNormalization "
                           "layer with one")
-    for layer in norms:
-        float_mean = _channel_means(keras.Model(model.input, model.get_layer(layer.name).output), images, batch_size)
-        simulated_layer = simulated.get_layer(f"{layer.name}_int8")
-        stored, simulated_layer.store_output = simulated_layer.store_output, False  # its own output's rounding
-        int8 = keras.Model(simulated.input, simulated_layer.output)               # is not a shift to undo
-        shift = _channel_means(int8, images, batch_size) - float_mean
-        simulated_layer.store_output = stored
-        layer.beta.assign(layer.beta - shift.astype(np.float32))
+    float_means = dict(zip((f"{layer.name}_int8" for layer in norms), _channel_means(
+        keras.Model(model.input, [model.get_layer(layer.name).output for layer in norms]), images, batch_size)))
+
+    def correct(layer, run):
+        if layer.name in float_means:
+            stored, layer.store_output = layer.store_output, False  # measured before its own output is
+            out = run()                                                 # rounded: that is not a shift to undo
+            layer.store_output = stored
+            shift = out.reshape(-1, out.shape[-1]).astype(np.float64).mean(axis=0) - float_means[layer.name]
+            layer.inner.beta.assign(layer.inner.beta - shift.astype(np.float32))
+        return run()
+
+    _layer_by_layer(simulated, images, correct, batch_size)
     return corrected

@@ -235,6 +235,20 @@ def test_quantization_aware_refuses_what_it_cannot_simulate(small_mobile_block):
         tflite.quantization_aware(keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten()]), x[:10])
 
 
+def test_layer_by_layer_run_computes_what_the_model_computes(small_mobile_block):
+    model, x, _ = small_mobile_block
+    seen = {}
+
+    def keep(layer, run):
+        seen[layer.name] = run()
+        return seen[layer.name]
+
+    tflite._layer_by_layer(model, x[:250], keep, batch_size=100)  # batches of 100, 100 and 50
+    assert list(seen) == [layer.name for layer in model.layers[1:]]  # every layer once, inputs before use
+    np.testing.assert_allclose(seen["probabilities"], model.predict(x[:250], verbose=0), atol=1e-6)
+    assert seen["add"].shape == (250, 16, 16, 16)
+
+
 def test_bias_correction_cancels_the_mean_error_that_int8_adds(small_mobile_block):
     import keras
 
