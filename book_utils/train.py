@@ -54,13 +54,17 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """keras.callbacks.ModelCheckpoint for a fixed path, written atomically (same arguments).
 
     Keras saves in place, so a run killed during a save leaves a truncated file and loses the
-    previous checkpoint too. This one saves beside the target, then renames the file into place
-    (os.replace is atomic on one file system): a reader sees the old model or the new one.
+    previous checkpoint too. This one saves beside the target, then renames the file (os.replace is
+    atomic on one file system): a reader sees the old model or the new one. The best epoch so far
+    waits in a hidden file beside the target (best_so_far) and takes the target's name when training
+    ends: a run stopped half-way never leaves a half-trained model where later chapters look for the
+    trained one, and a run resumed from its backup still knows it.
     """
 
     def __init__(self, filepath, **kwargs):
         self.final_path = Path(filepath)
         partial = self.final_path.with_name(f".{self.final_path.stem}.partial{self.final_path.suffix}")
+        self.best_so_far = self.final_path.with_name(f".{self.final_path.stem}.best{self.final_path.suffix}")
         super().__init__(str(partial), **kwargs)
 
     def _publish(self):
@@ -68,7 +72,12 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         if partial.exists():
             with open(partial, "rb") as f:
                 os.fsync(f.fileno())  # on disk before it takes the checkpoint's name
-            os.replace(partial, self.final_path)
+            os.replace(partial, self.best_so_far)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self.best_so_far.exists():
+            os.replace(self.best_so_far, self.final_path)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)

@@ -133,3 +133,24 @@ def test_a_smoke_run_of_the_book_keeps_its_models_and_records_in_build(monkeypat
     monkeypatch.setattr(run_book, "execute", execute)
     assert run_book.main(["--smoke", "--only", "01"]) == 0
     assert seen == {"smoke": True, "models": str(ROOT / "build" / "models"), "results": str(ROOT / "build" / "results")}
+
+
+SHOWN = re.compile(r"show_source\((\w+)\.(\w+)\)")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_listings_show_the_package_as_it_is(notebook):
+    """Each committed show_source output is the current source of what it shows: a reader reads the code
+    the package runs (a change to a shown function needs its chapter re-run)."""
+    import importlib
+    import inspect
+
+    for i, cell in enumerate(code_cells(load(notebook))):
+        shown = [importlib.import_module(f"book_utils.{module}").__dict__[name]
+                 for module, name in SHOWN.findall(cell["source"])]
+        listings = [o["data"]["text/plain"] for o in cell.get("outputs", []) if "text/plain" in o.get("data", {})]
+        if shown:
+            assert len(listings) == len(shown), f"code cell {i}: {len(shown)} listings, {len(listings)} outputs"
+        for obj, listing in zip(shown, listings):
+            assert listing.strip() == inspect.getsource(obj).strip(), \
+                f"code cell {i} shows an older {obj.__qualname__}: re-run {notebook.stem}"

@@ -130,3 +130,32 @@ def test_epoch_timer_brings_back_the_epochs_before_a_resumed_start(tmp_path):
     fresh.on_train_begin()
     fresh.on_epoch_begin(0)  # a run from the start ignores what the file holds
     assert fresh.earlier == []
+
+
+
+def test_a_stopped_training_run_leaves_no_model_where_later_chapters_look(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOK_MODELS_DIR", str(tmp_path))
+    x, y = mnist.x_train[:256, ..., None], mnist.y_train[:256]
+
+    class StopInSecondEpoch(keras.callbacks.Callback):  # a reader interrupting the chapter's run
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    def fit(callbacks=()):
+        model = models.build_small_cnn()
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        train.fit(model, x, y, epochs=2, validation_data=(x[:64], y[:64]), checkpoint=tmp_path / "chapter.keras",
+                  callbacks=callbacks, verbose=0)
+        return model
+
+    def source():
+        return train.earlier_model("chapter.keras", models.build_small_cnn, x, y, epochs=1, train_size=64)[1]
+
+    with pytest.raises(KeyboardInterrupt):
+        fit([StopInSecondEpoch()])
+    assert (tmp_path / ".chapter.best.keras").is_file()  # the first epoch, kept for a resumed run
+    assert not (tmp_path / "chapter.keras").exists() and source().startswith("stand-in for chapter.keras")
+    model = fit()  # the chapter run to the end: its best epoch takes the name
+    assert source() == "chapter.keras (trained in its chapter)" and not (tmp_path / ".chapter.best.keras").exists()
+    assert keras.saving.load_model(tmp_path / "chapter.keras").count_params() == model.count_params()
