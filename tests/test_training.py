@@ -132,7 +132,6 @@ def test_epoch_timer_brings_back_the_epochs_before_a_resumed_start(tmp_path):
     assert fresh.earlier == []
 
 
-
 def test_a_stopped_training_run_leaves_no_model_where_later_chapters_look(mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("BOOK_MODELS_DIR", str(tmp_path))
     x, y = mnist.x_train[:256, ..., None], mnist.y_train[:256]
