@@ -1,6 +1,6 @@
 """TensorFlow Lite: convert a Keras model (float32, dynamic range, float16, full int8, 16x8) and run it with LiteRT;
-what full-int8 loses, layer by layer, and where a file's bytes go; bias correction and quantization-aware
-fine-tuning for full int8.
+what full-int8 loses, layer by layer, and where a file's bytes go; activation ranges chosen by squared error,
+bias correction and quantization-aware fine-tuning for full int8.
 
 The interpreter is ai_edge_litert's (LiteRT), the successor of tf.lite.Interpreter.
 """
@@ -84,6 +84,115 @@ def convert(model, mode: str = "float32", representative=None, batch_size: int |
             converter.inference_input_type = tf.int16
             converter.inference_output_type = tf.int16
         return converter.convert()
+
+
+def convert_mse_ranges(model, representative, *, bins: int = 2048) -> bytes:
+    """Full int8 like convert(model, "int8", representative=...), with each activation's range chosen from
+    the values it takes on the representative images: the span they fill, narrowed where clipping a few
+    rare large values costs less squared error than coarse steps for all the others (_mse_range), instead
+    of the min and max the converter records. The converter calibrates, the ranges are replaced, and the
+    converter's own quantizer finishes the model. The model's input keeps its range: every pixel is real."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as converter_internals
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    calibrated = _calibrated(model, representative)
+    flatbuffer = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    tensors = flatbuffer.subgraphs[0].tensors
+    for i, (low, high, counts) in _range_histograms(calibrated, representative, bins).items():
+        low, high = _mse_range(low, high, counts)
+        tensors[i].quantization.min = np.array([low], np.float32)
+        tensors[i].quantization.max = np.array([high], np.float32)
+    with env.quiet():  # what TFLiteConverter.convert() calls after calibrating, with the same settings
+        return converter_internals.mlir_quantize(bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer)),
+                                                 input_data_type=tf.int8, output_data_type=tf.int8)
+
+
+def activation_ranges(model, representative, *, bins: int = 2048) -> list[dict]:
+    """Each activation of the full-int8 model, in graph order: {"tensor", "calibrated": the (min, max) the
+    converter records, "observed": the span its values fill on the representative images, "mse": the range
+    convert_mse_ranges gives it}. TensorFlow 2.21's calibrator records a tensor's values again after the op
+    that reads it has run; when that op wrote its output into the same memory (a residual Add does), the
+    tensor gets the op's output range (tensorflow/tensorflow#127842): "calibrated" is then wider than
+    "observed". The values here are read with every tensor kept apart, so they are the tensor's own."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    calibrated = _calibrated(model, representative)
+    tensors = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0].tensors
+    rows = []
+    for i, (low, high, counts) in _range_histograms(calibrated, representative, bins).items():
+        rows.append({"tensor": tensors[i].name.decode(), "calibrated": (low, high),
+                     "observed": _filled_span(low, high, counts),
+                     "mse": _mse_range(low, high, counts)})
+    return rows
+
+
+def _calibrated(model, representative) -> bytes:
+    """The converter's calibrated float model: each activation tensor carries the min and max it recorded."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp, env.quiet():
+        converter = _converter(model, tmp, None)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _calibration(representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter._experimental_calibrate_only = True
+        return converter.convert()
+
+
+def _range_histograms(calibrated: bytes, images, bins: int) -> dict:
+    """{tensor index: (min, max, counts)}: a histogram of each calibrated activation (not the input) over
+    the images, in `bins` equal bins from its recorded min to max, read with every tensor kept apart."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    with warnings.catch_warnings(), env.quiet():  # LiteRT warns that keeping every tensor is for debugging: it is
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        it = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+        it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    tensors = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0].tensors
+    found = {i: [float(t.quantization.min[0]), float(t.quantization.max[0]), np.zeros(bins)]
+             for i, t in enumerate(tensors) if i != inp["index"] and t.quantization is not None
+             and t.quantization.min is not None and len(t.quantization.min) == 1
+             and t.quantization.max[0] > t.quantization.min[0]}
+    for image in np.asarray(images, dtype=np.float32):
+        it.set_tensor(inp["index"], image[None])
+        it.invoke()
+        for i, (low, high, counts) in found.items():
+            counts += np.histogram(it.get_tensor(i), bins, (low, high))[0]
+    return {i: tuple(v) for i, v in found.items()}
+
+
+def _filled_span(low: float, high: float, counts) -> tuple[float, float]:
+    """From the first to the last non-empty bin of a histogram from low to high, widened to take in zero."""
+    filled = np.nonzero(counts)[0]
+    if not len(filled):
+        return low, high
+    width = (high - low) / len(counts)
+    return min(low + filled[0] * width, 0.0), max(low + (filled[-1] + 1) * width, 0.0)
+
+
+def _mse_range(low: float, high: float, counts, ratios=np.linspace(0.2, 1.0, 81)) -> tuple[float, float]:
+    """An int8 range for the values counted in a histogram (counts in equal bins from low to high): of the
+    span the values fill, with each end scaled by one of `ratios`, the one whose 256 levels give the
+    smallest squared error (rounding inside the range, clipping outside). Zero stays inside, as int8 needs."""
+    counts = np.asarray(counts, dtype=np.float64)
+    centres = low + (np.arange(len(counts)) + 0.5) * (high - low) / len(counts)
+    low, high = _filled_span(low, high, counts)
+    lows = low * ratios if low < 0 else np.array([low])
+    highs = high * ratios if high > 0 else np.array([high])
+    best = (np.inf, low, high)
+    for lo in lows:
+        step = (highs[:, None] - lo) / 255
+        levels = np.clip(np.round((centres - lo) / step), 0, 255) * step + lo
+        errors = ((centres - levels) ** 2 * counts).sum(axis=1)
+        k = int(np.argmin(errors))
+        if errors[k] < best[0]:
+            best = (errors[k], float(lo), float(highs[k]))
+    return best[1], best[2]
 
 
 def _debugger(converter, representative, **options):

@@ -268,3 +268,76 @@ def test_bias_correction_cancels_the_mean_error_that_int8_adds(small_mobile_bloc
     assert mean_error(corrected) < 0.5 * mean_error(projection)
     with pytest.raises(tflite.TFLiteError, match="BatchNormalization"):
         tflite.bias_corrected(keras.Model(model.input, model.get_layer("scale").output), x[:10])
+
+
+# ---- Activation ranges chosen by squared error instead of min/max ------------------------------------------
+
+def test_mse_range_starts_from_the_values_and_clips_only_where_that_pays():
+    rng = np.random.default_rng(0)
+    flat = np.histogram(rng.uniform(-1, 1, 100_000), 2048, (-20, 20))[0]  # recorded range 20x the values'
+    low, high = tflite._mse_range(-20.0, 20.0, flat)
+    assert -1.02 <= low <= -0.98 and 0.98 <= high <= 1.02  # nothing rare to clip: the values' own span
+    values = rng.laplace(0, 1, 1_000_000)  # a long tail, as a linear bottleneck's outputs have
+    counts = np.histogram(values, 2048, (values.min(), values.max()))[0]
+    low, high = tflite._mse_range(values.min(), values.max(), counts)
+
+    def squared_error(lo, hi):  # on the values themselves, not the histogram
+        step = (hi - lo) / 255
+        return np.sum((values - (np.clip(np.round((values - lo) / step), 0, 255) * step + lo)) ** 2)
+
+    assert 0.9 * values.min() < low < 0 < high < 0.9 * values.max()
+    assert squared_error(low, high) < 0.9 * squared_error(values.min(), values.max())
+
+
+def test_the_calibrator_gives_a_residual_adds_input_the_adds_range(small_mobile_block):
+    model, x, _ = small_mobile_block
+    ranges = tflite.activation_ranges(model, x[:300])
+    projection = next(r for r in ranges if "pw_bn" in r["tensor"])
+    add = next(r for r in ranges if r["tensor"].endswith("add_1/Add"))
+    assert projection["calibrated"] == add["calibrated"]  # tensorflow/tensorflow#127842: the Add's output range
+    assert projection["observed"][1] < 0.9 * projection["calibrated"][1]  # the projection's own values are narrower
+    for r in ranges:
+        (cal_low, cal_high), (low, high), (mse_low, mse_high) = r["calibrated"], r["observed"], r["mse"]
+        assert min(cal_low, 0) <= low <= mse_low <= 0 <= mse_high <= high <= max(cal_high, 0)  # int8 keeps zero
+
+
+def test_mse_ranges_narrow_activations_and_bring_int8_closer_to_float(small_mobile_block):
+    import keras
+
+    model, x, x_test = small_mobile_block
+    minmax = tflite.convert(model, "int8", representative=x[:300])
+    mse = tflite.convert_mse_ranges(model, x[:300])
+
+    def activation_scales(flatbuffer):
+        it = tflite.interpreter(flatbuffer)
+        return {d["name"]: d["quantization"] for d in it.get_tensor_details()
+                if d["dtype"] == np.int8 and len(d["shape"]) == 4 and d["shape"][0] == 1}
+
+    before, after = activation_scales(minmax), activation_scales(mse)
+    assert before.keys() == after.keys()
+    inputs = {d["name"] for d in tflite.interpreter(minmax).get_input_details()}
+    assert all(before[name] == after[name] for name in inputs)  # pixels keep their range
+    assert all(after[name][0] <= before[name][0] * 1.0001 for name in before)  # narrowed, never widened
+    assert sum(after[name][0] < 0.9 * before[name][0] for name in before) >= 2
+    # on photos that did not calibrate, run by LiteRT: the answers, and a linear layer's outputs
+    float_top1 = model.predict(x_test, verbose=0).argmax(axis=1)
+    assert ((tflite.predict(mse, x_test).argmax(axis=1) == float_top1).mean()
+            >= (tflite.predict(minmax, x_test).argmax(axis=1) == float_top1).mean())
+    projection = keras.Model(model.input, model.get_layer("pw_bn").output)
+    float_out = projection.predict(x_test, verbose=0)
+
+    def rms_error(flatbuffer):
+        return np.sqrt(np.mean((tflite.predict(flatbuffer, x_test) - float_out) ** 2))
+
+    assert rms_error(tflite.convert_mse_ranges(projection, x[:300])) < rms_error(
+        tflite.convert(projection, "int8", representative=x[:300]))
+
+
+def test_mse_ranges_left_as_calibrated_give_the_converters_own_int8_model(small_mobile_block, monkeypatch):
+    model, x, x_test = small_mobile_block
+    monkeypatch.setattr(tflite, "_mse_range", lambda low, high, counts: (low, high))
+    kept = tflite.convert_mse_ranges(model, x[:100])
+    assert np.array_equal(tflite.predict(kept, x_test[:200]),
+                          tflite.predict(tflite.convert(model, "int8", representative=x[:100]), x_test[:200]))
+    with pytest.raises(tflite.TFLiteError, match="non-empty"):
+        tflite.convert_mse_ranges(model, x[:0])
