@@ -96,10 +96,9 @@ def convert_mse_ranges(model, representative, *, bins: int = 2048) -> bytes:
     from tensorflow.lite.python import convert as converter_internals
     from tensorflow.lite.tools import flatbuffer_utils
 
-    calibrated = _calibrated(model, representative)
-    flatbuffer = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    flatbuffer, histograms = _calibrated_histograms(model, representative, bins)
     tensors = flatbuffer.subgraphs[0].tensors
-    for i, (low, high, counts) in _range_histograms(calibrated, representative, bins).items():
+    for i, (low, high, counts) in histograms.items():
         low, high = _mse_range(low, high, counts)
         tensors[i].quantization.min = np.array([low], np.float32)
         tensors[i].quantization.max = np.array([high], np.float32)
@@ -115,47 +114,38 @@ def activation_ranges(model, representative, *, bins: int = 2048) -> list[dict]:
     that reads it has run; when that op wrote its output into the same memory (a residual Add does), the
     tensor gets the op's output range (tensorflow/tensorflow#127842): "calibrated" is then wider than
     "observed". The values here are read with every tensor kept apart, so they are the tensor's own."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    calibrated = _calibrated(model, representative)
-    tensors = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0].tensors
-    rows = []
-    for i, (low, high, counts) in _range_histograms(calibrated, representative, bins).items():
-        rows.append({"tensor": tensors[i].name.decode(), "calibrated": (low, high),
-                     "observed": _filled_span(low, high, counts),
-                     "mse": _mse_range(low, high, counts)})
-    return rows
+    flatbuffer, histograms = _calibrated_histograms(model, representative, bins)
+    tensors = flatbuffer.subgraphs[0].tensors
+    return [{"tensor": tensors[i].name.decode(), "calibrated": (low, high),
+             "observed": _filled_span(low, high, counts), "mse": _mse_range(low, high, counts)}
+            for i, (low, high, counts) in histograms.items()]
 
 
-def _calibrated(model, representative) -> bytes:
-    """The converter's calibrated float model: each activation tensor carries the min and max it recorded."""
+def _calibrated_histograms(model, images, bins: int):
+    """Calibrate as the converter does, then count each activation's values (not the input's) on the images,
+    read with every tensor kept apart, in `bins` equal bins from the min to the max the converter recorded.
+    Returns (the calibrated float model as a flatbuffer object, {tensor index: (min, max, counts)})."""
+    import warnings
+
     import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
 
     with tempfile.TemporaryDirectory() as tmp, env.quiet():
         converter = _converter(model, tmp, None)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _calibration(representative)
+        converter.representative_dataset = _calibration(images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter._experimental_calibrate_only = True
-        return converter.convert()
-
-
-def _range_histograms(calibrated: bytes, images, bins: int) -> dict:
-    """{tensor index: (min, max, counts)}: a histogram of each calibrated activation (not the input) over
-    the images, in `bins` equal bins from its recorded min to max, read with every tensor kept apart."""
-    import warnings
-
-    from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.tools import flatbuffer_utils
-
+        converter._experimental_calibrate_only = True  # each activation tensor carries its recorded min and max
+        calibrated = converter.convert()
     with warnings.catch_warnings(), env.quiet():  # LiteRT warns that keeping every tensor is for debugging: it is
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
         it = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
         it.allocate_tensors()
     inp = it.get_input_details()[0]
-    tensors = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0].tensors
+    flatbuffer = flatbuffer_utils.convert_bytearray_to_object(calibrated)
     found = {i: [float(t.quantization.min[0]), float(t.quantization.max[0]), np.zeros(bins)]
-             for i, t in enumerate(tensors) if i != inp["index"] and t.quantization is not None
+             for i, t in enumerate(flatbuffer.subgraphs[0].tensors) if i != inp["index"] and t.quantization is not None
              and t.quantization.min is not None and len(t.quantization.min) == 1
              and t.quantization.max[0] > t.quantization.min[0]}
     for image in np.asarray(images, dtype=np.float32):
@@ -163,7 +153,7 @@ def _range_histograms(calibrated: bytes, images, bins: int) -> dict:
         it.invoke()
         for i, (low, high, counts) in found.items():
             counts += np.histogram(it.get_tensor(i), bins, (low, high))[0]
-    return {i: tuple(v) for i, v in found.items()}
+    return flatbuffer, {i: tuple(v) for i, v in found.items()}
 
 
 def _filled_span(low: float, high: float, counts) -> tuple[float, float]:
